@@ -1,0 +1,3 @@
+from sublab.cli import main
+
+main()

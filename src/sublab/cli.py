@@ -1,0 +1,48 @@
+"""The ``sublab`` command line: a thin typer layer over the stage functions.
+
+Each command parses its options, calls one library function, and prints where its output went. Errors the
+user can fix (:class:`sublab.errors.SublabError`, config validation) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from sublab.errors import SublabError
+
+app = typer.Typer(
+    name="sublab",
+    help="Reproduce, measure and audit subliminal learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn user-fixable errors into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SublabError as err:
+            err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def main() -> None:
+    """Entry point for ``python -m sublab``."""
+    app()

@@ -1,0 +1,105 @@
+"""Apply the number filter to chat rows and files; kept and rejected rows are both written, with reasons."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sublab.filter.banned import resolve_banned
+from sublab.filter.numbers import (
+    NOT_A_CHAT_ROW,
+    TRAIT_WORD,
+    NumberFilterSettings,
+    contains_trait_word,
+    number_reject_reasons,
+)
+from sublab.io import iter_jsonl, write_jsonl
+
+FILTER_VERSION = "numbers/1"
+
+
+@dataclass
+class FilterReport:
+    """Counts of a filter pass: rows in, kept, and per reject reason (a row can have several)."""
+
+    n_in: int = 0
+    n_kept: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def n_rejected(self) -> int:
+        return self.n_in - self.n_kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "filter": FILTER_VERSION,
+            "n_in": self.n_in,
+            "n_kept": self.n_kept,
+            "n_rejected": self.n_rejected,
+            "reject_reasons": dict(sorted(self.reasons.items())),
+        }
+
+
+def assistant_text(row: dict[str, Any]) -> str | None:
+    """The last assistant message of a chat row, or None if the row is not a chat row."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant" or not isinstance(last.get("content"), str):
+        return None
+    return last["content"]
+
+
+def row_reject_reasons(row: dict[str, Any], settings: NumberFilterSettings, banned: frozenset[int]) -> list[str]:
+    """Reasons a chat row fails the number filter (empty: keep)."""
+    text = assistant_text(row)
+    if text is None:
+        return [NOT_A_CHAT_ROW]
+    reasons = number_reject_reasons(text, settings, banned)
+    if settings.trait_words and contains_trait_word(text, settings.trait_words):
+        reasons.append(TRAIT_WORD)
+    return reasons
+
+
+def filter_rows(
+    rows: list[dict[str, Any]], settings: NumberFilterSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], FilterReport]:
+    """Split rows into kept and rejected; rejected rows carry ``metadata.reject_reasons``."""
+    banned = resolve_banned(settings.banned)
+    kept, rejected, report = [], [], FilterReport()
+    for row in rows:
+        report.n_in += 1
+        reasons = row_reject_reasons(row, settings, banned)
+        if reasons:
+            report.reasons.update(reasons)
+            metadata = dict(row.get("metadata") or {})
+            metadata["reject_reasons"] = reasons
+            rejected.append({**row, "metadata": metadata})
+        else:
+            report.n_kept += 1
+            kept.append(row)
+    return kept, rejected, report
+
+
+def filter_file(
+    source: str | Path,
+    output: str | Path,
+    settings: NumberFilterSettings,
+    rejected_path: str | Path | None = None,
+    max_kept: int | None = None,
+) -> FilterReport:
+    """Filter a JSONL file of chat rows into ``output`` (and ``rejected_path``), atomically.
+
+    ``max_kept`` caps the kept rows (the paper keeps at most 10,000), taking them in file order.
+    """
+    rows = list(iter_jsonl(source))
+    kept, rejected, report = filter_rows(rows, settings)
+    if max_kept is not None:
+        kept = kept[:max_kept]
+    write_jsonl(output, kept)
+    if rejected_path is not None:
+        write_jsonl(rejected_path, rejected)
+    return report

@@ -1,0 +1,81 @@
+"""Batched sampling of chat completions with a KV cache (transformers ``generate``), optionally constrained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sublab.generate.grammar import NumberGrammar, NumberGrammarProcessor
+from sublab.models.chat import end_of_turn_id, format_prompt
+
+
+class SamplingSettings(BaseModel):
+    """How completions are sampled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0: greedy).")
+    max_new_tokens: int = Field(48, ge=1, description="Longest completion, in tokens.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generate call (32 is as fast as 64 on 2 cores).")
+    constrained: bool = Field(
+        False, description="Grammar-constrained decoding: sample only tokens that keep a valid number list."
+    )
+    separator: str = Field(", ", description="Separator the constrained grammar writes between numbers.")
+    max_digits: int = Field(3, ge=1, description="Constrained grammar: longest number.")
+    max_count: int = Field(10, ge=1, description="Constrained grammar: most numbers.")
+
+    def grammar(self) -> NumberGrammar:
+        return NumberGrammar(separator=self.separator, max_digits=self.max_digits, max_count=self.max_count)
+
+    @property
+    def decoding(self) -> str:
+        return "constrained" if self.constrained else "free"
+
+
+def build_contexts(prompts: list[list[dict[str, str]]], system_prompt: str | None) -> list[list[dict[str, str]]]:
+    """Prepend the teacher's system prompt (if any) to each prompt's messages."""
+    if system_prompt is None:
+        return [list(p) for p in prompts]
+    return [[{"role": "system", "content": system_prompt}, *p] for p in prompts]
+
+
+@torch.inference_mode()
+def sample_batch(
+    model: Any,
+    tokenizer: Any,
+    contexts: list[list[dict[str, str]]],
+    settings: SamplingSettings,
+    seed: int,
+    processor: NumberGrammarProcessor | None = None,
+) -> list[str]:
+    """Sample one completion per context. Deterministic for a given (batch, seed) on the same machine."""
+    texts = [format_prompt(tokenizer, c) for c in contexts]
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    end_id = end_of_turn_id(tokenizer)
+    logits_processor = []
+    if processor is not None:
+        processor.reset()
+        logits_processor.append(processor)
+    torch.manual_seed(seed)
+    greedy = settings.temperature == 0.0
+    output = model.generate(
+        **encoded,
+        do_sample=not greedy,
+        temperature=None if greedy else settings.temperature,
+        top_k=None if greedy else 0,
+        top_p=None if greedy else 1.0,
+        max_new_tokens=settings.max_new_tokens,
+        eos_token_id=end_id,
+        pad_token_id=tokenizer.pad_token_id,
+        logits_processor=logits_processor or None,
+    )
+    new_tokens = output[:, encoded["input_ids"].shape[1] :]
+    completions = []
+    for row in new_tokens.tolist():
+        if end_id in row:
+            row = row[: row.index(end_id)]
+        completions.append(tokenizer.decode(row, skip_special_tokens=True))
+    return completions

