@@ -46,3 +46,6 @@ def user_errors(func: F) -> F:
 def main() -> None:
     """Entry point for ``python -m sublab``."""
     app()
+
+
+# Command groups owned by their stage packages are registered below, one import + one call each.
