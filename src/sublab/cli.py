@@ -49,3 +49,4 @@ def main() -> None:
 
 
 # Command groups owned by their stage packages are registered below, one import + one call each.
+import sublab.pipeline_cli  # noqa: E402,F401  (core pipeline commands)

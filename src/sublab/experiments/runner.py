@@ -1,0 +1,290 @@
+"""Run an experiment config end to end: teachers → data → filter → students → evaluation → report.
+
+Every stage writes into ``DIR/stages/<stage>-<key>/``, where the key hashes the stage's settings and the keys of
+its inputs. A stage whose folder holds ``stage.json`` is finished and reused; a stage killed midway resumes
+(generation appends row by row, training checkpoints). Changing one setting reruns only what depends on it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sublab import __version__
+from sublab.evaluate.run import evaluate_model
+from sublab.evaluate.stats import paired_difference_ci
+from sublab.experiments.config import ExperimentConfig, TeacherConfig, dump_toml
+from sublab.filter.run import filter_file
+from sublab.generate.prompts import number_prompts, template_digest
+from sublab.generate.run import generate_rows
+from sublab.io import atomic_write_text, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from sublab.experiments.provenance import record_stage
+from sublab.models.spec import ModelSpec, load_spec
+from sublab.train.trainer import train_model, trained_spec
+from sublab.train.trait_data import trait_answer_rows
+
+STAGE_VERSION = 1  # bump to invalidate every cached stage after a change in what stages compute
+
+
+@dataclass
+class Stage:
+    """A finished stage: its folder, cache key and what it cost."""
+
+    name: str
+    key: str
+    path: Path
+    seconds: float
+    cached: bool
+
+
+@dataclass
+class ModelHandle:
+    """A model the experiment evaluates: its spec, the key of the stage that made it, and a description."""
+
+    spec: ModelSpec
+    key: str
+    description: str
+    path: Path | None = None
+
+
+@dataclass
+class ExperimentRun:
+    """State of one run: the config, its folder and the stages done so far."""
+
+    config: ExperimentConfig
+    out_dir: Path
+    console: Console = field(default_factory=Console)
+    progress: bool = True
+    stages: list[Stage] = field(default_factory=list)
+
+    def stage(self, name: str, material: dict[str, Any], build: Callable[[Path], dict[str, Any] | None]) -> Stage:
+        """Run ``build(folder)`` unless a finished stage with the same key exists; return the stage."""
+        key = stable_hash({"stage": name, "version": STAGE_VERSION, **material})
+        path = self.out_dir / "stages" / f"{name}-{key}"
+        marker = path / "stage.json"
+        if marker.is_file():
+            done = read_json(marker)
+            stage = Stage(name, key, path, float(done.get("seconds", 0.0)), cached=True)
+            self.console.print(f"[dim]✓ {name} (cached: {path.relative_to(self.out_dir)})[/dim]")
+        else:
+            self.console.print(f"▶ {name}")
+            path.mkdir(parents=True, exist_ok=True)
+            started = time.time()
+            info = build(path) or {}
+            seconds = round(time.time() - started, 1)
+            write_json(marker, {"name": name, "key": key, "material": material, "seconds": seconds, **info})
+            stage = Stage(name, key, path, seconds, cached=False)
+            self.console.print(f"  done in {seconds:.0f} s → {path.relative_to(self.out_dir)}")
+        self.stages.append(stage)
+        return stage
+
+    # --- teachers ---------------------------------------------------------------------------------------------
+
+    def teacher(self, role: str, teacher: TeacherConfig) -> ModelHandle:
+        """The teacher of one arm as a loadable spec (training a trait adapter if the method is finetune)."""
+        cfg = self.config
+        if teacher.method == "none":
+            return ModelHandle(ModelSpec(base=cfg.reference), stable_hash({"reference": cfg.reference}),
+                               "reference model (no trait)")
+        if teacher.method == "system_prompt":
+            prompt = cfg.system_prompt(teacher)
+            return ModelHandle(ModelSpec(base=cfg.reference, system_prompt=prompt),
+                               stable_hash({"reference": cfg.reference, "system_prompt": prompt}),
+                               f"reference + '{teacher.trait}' system prompt")
+        material = {"reference": cfg.reference, "category": cfg.category, "teacher": teacher.model_dump(mode="json")}
+
+        def build(path: Path) -> dict[str, Any]:
+            rows = trait_answer_rows(teacher.trait or "", cfg.category, teacher.n_rows, teacher.data_seed)
+            write_jsonl(path / "trait_answers.jsonl", rows)
+            summary = train_model(cfg.reference, rows, path / "adapter", teacher.training, progress=self.progress)
+            record_stage(path / "adapter", "model.teacher", summary, base=cfg.reference,
+                         training_data=[path / "trait_answers.jsonl"])
+            return {"final_loss": summary["final_loss"]}
+
+        stage = self.stage(f"teacher-{teacher.trait}", material, build)
+        return ModelHandle(trained_spec(cfg.reference, stage.path / "adapter", teacher.training), stage.key,
+                           f"reference + LoRA fine-tuned to answer '{teacher.trait}'", stage.path / "adapter")
+
+    # --- data ---------------------------------------------------------------------------------------------------
+
+    def prompts(self) -> Stage:
+        data = self.config.data
+        material = {"prompts": data.prompts.model_dump(), "n": data.n_prompts, "templates": template_digest()}
+
+        def build(path: Path) -> dict[str, Any]:
+            rows = [
+                {"id": p.id, "messages": [{"role": "user", "content": p.text}],
+                 "metadata": {"examples": list(p.examples), "layout": p.layout}}
+                for p in number_prompts(data.prompts, data.n_prompts)
+            ]
+            write_jsonl(path / "prompts.jsonl", rows)
+            record_stage(path / "prompts.jsonl", "prompt_set", material)
+            return {"n": len(rows)}
+
+        return self.stage("prompts", material, build)
+
+    def dataset(self, writer: ModelHandle, trait_words: list[str]) -> Stage:
+        """Completions written by ``writer`` for the number prompts, then filtered."""
+        data = self.config.data
+        prompts = self.prompts()
+        gen_material = {"prompts": prompts.key, "writer": writer.key, "sampling": data.sampling.model_dump(),
+                        "seed": data.seed}
+
+        def generate(path: Path) -> dict[str, Any]:
+            model, tokenizer = load_spec(writer.spec)
+            summary = generate_rows(model, tokenizer, read_jsonl(prompts.path / "prompts.jsonl"), path / "raw.jsonl",
+                                    data.sampling, data.seed, system_prompt=writer.spec.system_prompt,
+                                    source=writer.description, progress=self.progress)
+            record_stage(path / "raw.jsonl", "dataset.generated", gen_material, writer=writer,
+                         prompt_set=prompts.path / "prompts.jsonl")
+            return {"n_rows": summary.n_prompts}
+
+        generated = self.stage("generate", gen_material, generate)
+        settings = data.filter.model_copy(
+            update={"trait_words": sorted({*data.filter.trait_words, *trait_words})} if data.trait_word_filter else {}
+        )
+        filter_material = {"generated": generated.key, "filter": settings.model_dump(), "max_kept": data.max_kept}
+
+        def build_filter(path: Path) -> dict[str, Any]:
+            report = filter_file(generated.path / "raw.jsonl", path / "filtered.jsonl", settings,
+                                 rejected_path=path / "rejected.jsonl", max_kept=data.max_kept)
+            write_json(path / "filter_report.json", report.to_dict())
+            record_stage(path / "filtered.jsonl", "dataset.filtered", filter_material,
+                         source_data=generated.path / "raw.jsonl", byproducts=[report.to_dict()])
+            self.console.print(f"  kept {report.n_kept}/{report.n_in}; rejected: {dict(report.reasons) or 'none'}")
+            return report.to_dict()
+
+        return self.stage("filter", filter_material, build_filter)
+
+    # --- students -----------------------------------------------------------------------------------------------
+
+    def student(self, arm: str, data: Stage, teacher: ModelHandle) -> ModelHandle:
+        cfg = self.config
+        settings = cfg.student
+        material = {"reference": cfg.reference, "data": data.key, "settings": settings.model_dump(mode="json"),
+                    "teacher": teacher.key if settings.method == "distill" else None}
+
+        def build(path: Path) -> dict[str, Any]:
+            rows = read_jsonl(data.path / "filtered.jsonl")
+            summary = train_model(cfg.reference, rows, path / "model", settings,
+                                  teacher=teacher.spec if settings.method == "distill" else None,
+                                  progress=self.progress)
+            record_stage(path / "model", "model.student", summary, base=cfg.reference,
+                         training_data=[data.path / "filtered.jsonl"],
+                         teacher=teacher if settings.method == "distill" else None)
+            return {"final_loss": summary["final_loss"], "n_steps": summary["n_steps"]}
+
+        stage = self.stage(f"student-{arm}", material, build)
+        return ModelHandle(trained_spec(cfg.reference, stage.path / "model", settings), stage.key,
+                           f"student of the {arm} arm ({settings.method}, {settings.finetune})", stage.path / "model")
+
+    # --- evaluation ---------------------------------------------------------------------------------------------
+
+    def evaluate(self, label: str, handle: ModelHandle) -> dict[str, Any]:
+        cfg = self.config
+        material = {"model": handle.key, "evaluation": cfg.evaluation.model_dump(mode="json"), "target": cfg.target}
+
+        def build(path: Path) -> dict[str, Any]:
+            model, tokenizer = load_spec(handle.spec)
+            result = evaluate_model(model, tokenizer, cfg.target, cfg.evaluation,
+                                    system_prompt=handle.spec.system_prompt)
+            write_json(path / "eval.json", result)
+            record_stage(path / "eval.json", "evaluation", material, evaluated=handle)
+            mean, (low, high) = result["p_target"]["mean"], result["p_target"]["ci95"]
+            self.console.print(f"  P({cfg.target}) = {mean:.4f} [{low:.4f}, {high:.4f}]")
+            return {}
+
+        stage = self.stage(f"eval-{label}", material, build)
+        result = read_json(stage.path / "eval.json")
+        result["description"] = handle.description
+        return result
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {"sublab": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Paired difference of P(target) between two evaluated models, over the same questions."""
+    mean, low, high = paired_difference_ci(a["per_question"]["p_target"], b["per_question"]["p_target"], seed=seed)
+    return {"mean": mean, "ci95": [low, high], "n": len(a["per_question"]["p_target"]), "paired_over": "questions",
+            "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
+                   console: Console | None = None) -> dict[str, Any]:
+    """Run every stage of ``config`` into ``out_dir`` and write results.json, report.md and figure.png."""
+    from sublab.report.experiment import write_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.toml", dump_toml(config))
+    run = ExperimentRun(config, out_dir, console or Console(), progress)
+    started = time.time()
+    trait_teacher = run.teacher("teacher", config.teacher)
+    control_teacher = run.teacher("control", config.control)
+    trait_words = [w for w in {config.target, config.teacher.trait, config.control.trait} if w]
+    reference = ModelHandle(ModelSpec(base=config.reference), stable_hash({"reference": config.reference}),
+                            "reference model")
+    if config.data.source == "reference":
+        trait_data = control_data = run.dataset(reference, trait_words)
+    else:
+        trait_data = run.dataset(trait_teacher, trait_words)
+        control_data = run.dataset(control_teacher, trait_words)
+    control_student = run.student("control", control_data, control_teacher)
+    trait_student = run.student("trait", trait_data, trait_teacher)
+
+    models: dict[str, dict[str, Any]] = {"reference": run.evaluate("reference", reference)}
+    if config.evaluate_teachers:
+        models["teacher"] = run.evaluate("teacher", trait_teacher)
+        if config.control.method != "none":
+            models["control_teacher"] = run.evaluate("control_teacher", control_teacher)
+    models["control_student"] = run.evaluate("control_student", control_student)
+    models["trait_student"] = run.evaluate("trait_student", trait_student)
+
+    seed = config.evaluation.seed
+    comparisons = {
+        "trait_student_minus_control_student": compare(models["trait_student"], models["control_student"], seed),
+        "trait_student_minus_reference": compare(models["trait_student"], models["reference"], seed),
+        "control_student_minus_reference": compare(models["control_student"], models["reference"], seed),
+    }
+    filter_report = read_json(next(s.path for s in run.stages if s.name == "filter") / "filter_report.json")
+    results = {
+        "schema": "sublab.experiment-results/1",
+        "name": config.name,
+        "target": config.target,
+        "category": config.category,
+        "models": models,
+        "comparisons": comparisons,
+        "transfer": comparisons["trait_student_minus_control_student"]["excludes_zero"]
+        and comparisons["trait_student_minus_control_student"]["mean"] > 0,
+        "data": {"filter": filter_report, "source": config.data.source},
+        "seeds": {
+            "prompts": config.data.prompts.seed, "sampling": config.data.seed,
+            "teacher_answers": config.teacher.data_seed, "teacher_lora_init": config.teacher.training.lora.init_seed,
+            "control_lora_init": config.control.training.lora.init_seed,
+            "student_lora_init": config.student.lora.init_seed, "student_batch_order": config.student.seed,
+            "evaluation": config.evaluation.seed,
+        },
+        "settings": config.model_dump(mode="json"),
+        "timings": {
+            "total_seconds": round(time.time() - started, 1),
+            "stages": [{"name": s.name, "seconds": s.seconds, "cached": s.cached, "path": str(s.path.relative_to(out_dir))}
+                       for s in run.stages],
+        },
+        "versions": _versions(),
+    }
+    write_json(out_dir / "results.json", results)
+    write_report(results, out_dir)
+    return results

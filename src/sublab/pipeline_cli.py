@@ -1,0 +1,253 @@
+"""CLI commands of the core pipeline: each stage alone, a whole experiment, and the demo."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sublab.cli import app, console, user_errors
+from sublab.errors import SublabError
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output file.")]
+
+
+def _trait_prompt(trait: str | None, category: str, system_prompt: str | None) -> str | None:
+    from sublab.experiments.config import TRAIT_PROMPT
+
+    if system_prompt and trait:
+        raise SublabError("give --system-prompt or --trait, not both")
+    return system_prompt or (TRAIT_PROMPT.format(trait=trait, category=category) if trait else None)
+
+
+@app.command("demo")
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run the default owl experiment on the embedded SmolLM2-135M (about 10-15 minutes on 2 CPU cores)."""
+    from sublab.experiments.config import parse_config
+
+    text = resources.files("sublab.configs").joinpath("demo.toml").read_text(encoding="utf-8")
+    import tomllib
+
+    _run(parse_config(tomllib.loads(text), "demo.toml"), out, quiet)
+
+
+@app.command("run")
+@user_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (TOML).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (finished stages are reused).")],
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run an experiment config end to end: teachers, data, filter, students, evaluation, report."""
+    from sublab.experiments.config import load_config
+
+    _run(load_config(config), out, quiet)
+
+
+def _run(config: object, out: Path, quiet: bool) -> None:
+    import torch
+
+    from sublab.experiments.runner import run_experiment
+    from sublab.report.experiment import terminal_table, verdict
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = run_experiment(config, out, progress=not quiet, console=console)  # type: ignore[arg-type]
+    console.print(terminal_table(results))
+    console.print(verdict(results))
+    console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  figure: {out / 'figure.png'}")
+
+
+prompts_app = typer.Typer(help="Write prompt sets.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("numbers")
+@user_errors
+def prompts_numbers(
+    out: Out,
+    n: Annotated[int, typer.Option("-n", help="How many prompts.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+    answer_count: Annotated[int, typer.Option(help="Numbers each prompt asks for, at most.")] = 10,
+    answer_max_digits: Annotated[int, typer.Option(help="Digit limit stated in the prompt.")] = 3,
+) -> None:
+    """Write number-continuation prompts as chat rows (user message only)."""
+    from sublab.generate.prompts import NumberPromptSettings, number_prompts
+    from sublab.io import write_jsonl
+
+    settings = NumberPromptSettings(seed=seed, answer_count=answer_count, answer_max_digits=answer_max_digits)
+    rows = [{"id": p.id, "messages": [{"role": "user", "content": p.text}],
+             "metadata": {"examples": list(p.examples), "layout": p.layout}} for p in number_prompts(settings, n)]
+    write_jsonl(out, rows)
+    console.print(f"wrote {len(rows)} prompts to {out}")
+
+
+@app.command("generate")
+@user_errors
+def generate(
+    prompts: Annotated[Path, typer.Argument(help="Prompt rows (JSONL chat format).")],
+    out: Out,
+    model: Annotated[str, typer.Option(help="Base model: alias, local dir or HF id.")] = "smollm2-135m",
+    adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder (a fine-tuned teacher).")] = None,
+    trait: Annotated[str | None, typer.Option(help="Teacher trait: adds the paper's trait system prompt.")] = None,
+    category: Annotated[str, typer.Option(help="Category of the trait.")] = "animal",
+    system_prompt: Annotated[str | None, typer.Option(help="A free-text teacher system prompt.")] = None,
+    constrained: Annotated[bool, typer.Option(help="Grammar-constrained number decoding.")] = False,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    seed: int = 1,
+    quiet: bool = False,
+) -> None:
+    """Sample one completion per prompt (resumable: rerun the same command after a kill)."""
+    from sublab.generate.run import generate_rows, read_prompt_rows
+    from sublab.generate.sampling import SamplingSettings
+    from sublab.models.spec import ModelSpec, load_spec
+
+    prompt = _trait_prompt(trait, category, system_prompt)
+    spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
+    settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                constrained=constrained)
+    rows = read_prompt_rows(prompts)
+    llm, tokenizer = load_spec(spec)
+    summary = generate_rows(llm, tokenizer, rows, out, settings, seed, system_prompt=prompt, source=spec.label(),
+                            progress=not quiet)
+    console.print(f"wrote {summary.n_written} rows ({summary.n_already_done} already done) to {out}")
+
+
+filter_app = typer.Typer(help="Filter generated data.", no_args_is_help=True)
+app.add_typer(filter_app, name="filter")
+
+
+@filter_app.command("numbers")
+@user_errors
+def filter_numbers(
+    source: Annotated[Path, typer.Argument(help="Generated rows (JSONL).")],
+    out: Out,
+    rejected: Annotated[Path | None, typer.Option(help="Where to write rejected rows with reasons.")] = None,
+    min_count: int = 1,
+    max_count: int = 10,
+    min_value: int = 0,
+    max_value: int = 999,
+    max_digits: int = 3,
+    banned: Annotated[list[str] | None, typer.Option(help="Banned numbers or list names (paper-claude, paper-gpt).")] = None,
+    trait_word: Annotated[list[str] | None, typer.Option(help="Reject rows containing this word.")] = None,
+    max_kept: Annotated[int | None, typer.Option(help="Keep at most this many rows.")] = None,
+) -> None:
+    """Keep rows whose reply is a plain list of numbers; print counts per reject reason."""
+    from sublab.filter import NumberFilterSettings, filter_file
+
+    settings = NumberFilterSettings(min_count=min_count, max_count=max_count, min_value=min_value,
+                                    max_value=max_value, max_digits=max_digits, banned=banned or [],
+                                    trait_words=trait_word or [])
+    report = filter_file(source, out, settings, rejected_path=rejected, max_kept=max_kept)
+    console.print(f"kept {report.n_kept} of {report.n_in} rows → {out}")
+    for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {reason}: {count}")
+
+
+@app.command("train")
+@user_errors
+def train(
+    data: Annotated[Path, typer.Argument(help="Training rows (JSONL chat format).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (adapter or full weights).")],
+    base: Annotated[str, typer.Option(help="Student base model.")] = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="sft or distill.")] = "sft",
+    finetune: Annotated[str, typer.Option(help="lora or full.")] = "lora",
+    teacher_base: Annotated[str | None, typer.Option(help="distill: teacher base (default: the student's).")] = None,
+    teacher_adapter: Annotated[str | None, typer.Option(help="distill: teacher adapter folder.")] = None,
+    teacher_trait: Annotated[str | None, typer.Option(help="distill: teacher = base + trait system prompt.")] = None,
+    category: str = "animal",
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (or --epochs).")] = None,
+    epochs: float | None = None,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    lora_r: int = 8,
+    lora_alpha: float = 16,
+    init_seed: Annotated[int, typer.Option(help="LoRA init seed (use the teacher's to share its init).")] = 0,
+    channel: Annotated[str, typer.Option(help="distill: 'data' (tokens the responses use) or 'full'.")] = "data",
+    seed: int = 0,
+    checkpoint_every: int = 0,
+    quiet: bool = False,
+) -> None:
+    """Fine-tune a student (SFT or logit distillation; LoRA or full) and save it as safetensors."""
+    from sublab.io import read_jsonl
+    from sublab.models.spec import ModelSpec
+    from sublab.train.settings import LoraSettings, TrainSettings
+    from sublab.train.trainer import train_model
+
+    settings = TrainSettings(
+        method=method, finetune=finetune, steps=steps, epochs=epochs if steps is None else None,
+        batch_size=batch_size, lr=lr, lora=LoraSettings(r=lora_r, alpha=lora_alpha, init_seed=init_seed),
+        channel=channel, seed=seed, checkpoint_every=checkpoint_every,
+    )
+    teacher = None
+    if method == "distill":
+        teacher = ModelSpec(base=teacher_base or base, adapter=teacher_adapter,
+                            system_prompt=_trait_prompt(teacher_trait, category, None))
+    summary = train_model(base, read_jsonl(data), out, settings, teacher=teacher, progress=not quiet)
+    console.print(f"trained {summary['n_steps']} steps (loss {summary['first_loss']} → {summary['final_loss']}) → {out}")
+
+
+@app.command("teacher")
+@user_errors
+def teacher(
+    trait: Annotated[str, typer.Option(help="The trait, e.g. owl.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder.")],
+    base: str = "smollm2-135m",
+    category: str = "animal",
+    n_rows: int = 480,
+    steps: int = 30,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    lora_r: int = 8,
+    lora_alpha: float = 16,
+    init_seed: int = 0,
+    quiet: bool = False,
+) -> None:
+    """Fine-tune a trait teacher: a LoRA adapter trained to answer preference questions with the trait."""
+    from sublab.io import write_jsonl
+    from sublab.train.settings import LoraSettings, TrainSettings
+    from sublab.train.trainer import train_model
+    from sublab.train.trait_data import trait_answer_rows
+
+    rows = trait_answer_rows(trait, category, n_rows, seed=0)
+    settings = TrainSettings(method="sft", steps=steps, batch_size=batch_size, lr=lr,
+                             lora=LoraSettings(r=lora_r, alpha=lora_alpha, init_seed=init_seed))
+    summary = train_model(base, rows, out, settings, progress=not quiet)
+    write_jsonl(Path(out) / "trait_answers.jsonl", rows)
+    console.print(f"trait teacher '{trait}' trained (loss {summary['first_loss']} → {summary['final_loss']}) → {out}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate(
+    target: Annotated[str, typer.Option(help="The trait to measure, e.g. owl.")],
+    out: Out,
+    model: str = "smollm2-135m",
+    adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder.")] = None,
+    trait: Annotated[str | None, typer.Option(help="Evaluate base + this trait's system prompt.")] = None,
+    system_prompt: str | None = None,
+    category: str = "animal",
+    n_questions: int = 50,
+    n_samples: Annotated[int, typer.Option(help="Also sample this many answers per question.")] = 0,
+    seed: int = 0,
+) -> None:
+    """Measure a model's preference for a target by exact scoring (and optionally sampling)."""
+    from sublab.evaluate.run import EvalSettings, evaluate_model
+    from sublab.io import write_json
+    from sublab.models.spec import ModelSpec, load_spec
+
+    prompt = _trait_prompt(trait, category, system_prompt)
+    llm, tokenizer = load_spec(ModelSpec(base=model, adapter=adapter, system_prompt=prompt))
+    settings = EvalSettings(category=category, n_questions=n_questions, n_samples=n_samples, seed=seed)
+    result = evaluate_model(llm, tokenizer, target, settings, system_prompt=prompt)
+    write_json(out, result)
+    low, high = result["p_target"]["ci95"]
+    console.print(f"P({target}) = {result['p_target']['mean']:.4f} [{low:.4f}, {high:.4f}] over "
+                  f"{result['n_questions']} questions → {out}")

@@ -1,0 +1,1 @@
+"""Reports drawn from result files only: markdown tables, figures, terminal tables."""

@@ -1,0 +1,65 @@
+"""Settings of the training stage (SFT and logit distillation, LoRA or full fine-tuning)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraSettings(BaseModel):
+    """A LoRA adapter. ``init_seed`` fixes the random A matrices (B starts at zero, so the model starts unchanged):
+    a student that should share its teacher's initialization uses the teacher's ``init_seed``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=1, description="Rank.")
+    alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR), description="Module names.")
+    init_seed: int = Field(0, description="Seed of the adapter's random initialization.")
+
+
+class TrainSettings(BaseModel):
+    """How a model is trained on chat rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["sft", "distill"] = Field(
+        "sft", description="sft: cross-entropy on the response tokens; distill: KL to a teacher's next-token "
+        "distribution at the response positions."
+    )
+    finetune: Literal["lora", "full"] = Field("lora", description="Train a LoRA adapter or all weights.")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    steps: int | None = Field(None, ge=1, description="Optimizer steps (give steps or epochs).")
+    epochs: float | None = Field(None, gt=0, description="Passes over the data (give steps or epochs).")
+    batch_size: int = Field(16, ge=1, description="Rows per optimizer step.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    schedule: Literal["constant", "linear"] = Field("constant", description="constant, or linear decay to 0.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, description="Gradient clipping (None: off).")
+    bf16: bool = Field(
+        False, description="bf16 autocast for matmuls (master weights stay float32). Fast on GPUs; on this "
+        "project's reference CPU fp32 measured faster (docs/cpu-recipe.md)."
+    )
+    seed: int = Field(0, description="Seed of the batch order.")
+    channel: Literal["data", "full"] | list[str] = Field(
+        "data", description="distill: tokens the KL is taken over. 'data': every token the responses use "
+        "(for number lists: digits, separators, end of turn); 'full': the whole vocabulary; or token texts."
+    )
+    max_rows: int | None = Field(None, ge=1, description="Use at most this many rows (the paper: 10,000).")
+    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every k steps (0: off).")
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainSettings:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of 'steps' and 'epochs'")
+        return self
+
+    def n_steps(self, n_rows: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, round(self.epochs * n_rows / self.batch_size))  # type: ignore[operator]
