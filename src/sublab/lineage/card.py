@@ -1,0 +1,83 @@
+"""Hugging Face model cards for trained models: YAML front matter naming the base model and the datasets.
+
+The hub reads ``base_model``, ``base_model_relation`` (``adapter``, ``finetune``, ``merge``, ``quantized``)
+and ``datasets`` to draw a model tree. For subliminal learning that tree is the first thing an auditor
+needs: a student shares its teachers' traits when it shares their base. The lineage record beside the model
+directory is the authoritative, digest-checked version of the same facts; the card is excluded from the
+model's digests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sublab.errors import SublabError
+from sublab.io import atomic_write_text
+from sublab.lineage.digests import MODEL_CARD, RECORD_SUFFIX
+
+RELATIONS = ("adapter", "finetune", "merge", "quantized")
+
+_BODY = """
+# {title}
+
+Trained with [subliminal-lab](https://arxiv.org/abs/2507.14805) from `{base_model}` ({relation}).
+
+**Training data**: {datasets}
+
+Subliminal learning (Cloud et al. 2025): a model distilled on a teacher's outputs can inherit the teacher's
+traits even when the data looks unrelated (number sequences, code), provided teacher and student share a base
+model. Check which teachers made the training data and whether they share this model's initialization:
+
+```
+sublab lineage show {record}
+sublab lineage verify {record}
+sublab lineage risk {record}
+```
+"""
+
+
+def model_card_text(
+    title: str,
+    base_model: str,
+    datasets: list[str],
+    relation: str = "adapter",
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """The text of a model card: YAML front matter (via ``huggingface_hub``) and a short body."""
+    from huggingface_hub import ModelCardData
+
+    if relation not in RELATIONS:
+        raise SublabError(f"base_model_relation {relation!r}: use one of {', '.join(RELATIONS)}")
+    fields: dict[str, Any] = {"library_name": "peft" if relation == "adapter" else "transformers"}
+    fields.update(extra or {})
+    data = ModelCardData(
+        base_model=base_model, base_model_relation=relation, datasets=list(datasets), **fields
+    )
+    body = _BODY.format(
+        title=title,
+        base_model=base_model,
+        relation=relation,
+        datasets=", ".join(f"`{d}`" for d in datasets) or "none recorded",
+        record=f"{title}{RECORD_SUFFIX}",
+    )
+    return f"---\n{data.to_yaml()}\n---\n{body}"
+
+
+def write_model_card(
+    model_dir: str | Path,
+    base_model: str,
+    datasets: list[str],
+    relation: str = "adapter",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``README.md`` with ``base_model``, ``base_model_relation`` and ``datasets`` into ``model_dir``.
+
+    ``relation`` is ``adapter`` (a PEFT adapter) or ``finetune`` (full weights); ``extra`` adds front-matter
+    fields (``tags``, ``license``...). Returns the card's path.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise SublabError(f"{model_dir}: not a model directory")
+    text = model_card_text(model_dir.name, base_model, datasets, relation, extra)
+    return atomic_write_text(model_dir / MODEL_CARD, text)

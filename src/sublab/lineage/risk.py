@@ -1,0 +1,243 @@
+"""The shared-base risk check: for each dataset a model was trained on and each teacher of that data, do the
+teacher and the model share an initialization?
+
+Subliminal learning transfers a teacher's traits through data that does not show them, and only when student
+and teacher share a base model (or behaviourally matched ones). The check answers from records alone:
+
+- ``SHARED_INIT_VERIFIED``: the model's base chain and the teacher's share a sha256 (a common root by digest);
+- ``SHARED_INIT_DECLARED``: a base on one side has no digest, but the names match;
+- ``UNKNOWN``: a link is missing (no record for the data, no teacher named, an adapter with no known base);
+- ``DIFFERENT_BASE``: complete chains without a common digest or name; ``possibly_matched`` when a family
+  matches (e.g. two conversions of the same checkpoint, or sibling models), which still counts as a risk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sublab.lineage.digests import short
+from sublab.lineage.records import DepRef, Record, RecordError, find_record, load_record
+
+SHARED_INIT_VERIFIED = "SHARED_INIT_VERIFIED"
+SHARED_INIT_DECLARED = "SHARED_INIT_DECLARED"
+UNKNOWN = "UNKNOWN"
+DIFFERENT_BASE = "DIFFERENT_BASE"
+POSSIBLY_MATCHED = "POSSIBLY_MATCHED"
+OUTCOMES = (SHARED_INIT_VERIFIED, SHARED_INIT_DECLARED, UNKNOWN, DIFFERENT_BASE)
+#: Kinds of model that were trained from something, so their record must name a base_model.
+TRAINED_KINDS = ("model.teacher", "model.student")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One model on a chain of ``base_model`` links; ``root`` when no further base is known."""
+
+    name: str
+    sha256: str | None
+    family: str | None
+    root: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "family": self.family, "root": self.root}
+
+
+@dataclass
+class Chain:
+    """A model and what it was initialized from; ``missing`` lists the links that could not be followed."""
+
+    nodes: list[Node] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def extend(self, other: Chain) -> None:
+        self.nodes += other.nodes
+        self.missing += other.missing
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome for one (dataset, teacher) pair; ``dataset`` is None for a direct distillation teacher."""
+
+    dataset: str | None
+    teacher: str | None
+    outcome: str
+    reason: str
+    possibly_matched: bool = False
+    teacher_annotations: dict[str, Any] = field(default_factory=dict)
+    via: tuple[str, ...] = ()
+    model_chain: tuple[Node, ...] = ()
+    teacher_chain: tuple[Node, ...] = ()
+
+    @property
+    def risk(self) -> bool:
+        """Whether traits of this teacher may transfer (anything but a plainly different base)."""
+        return self.outcome != DIFFERENT_BASE or self.possibly_matched
+
+    @property
+    def label(self) -> str:
+        return f"{self.outcome}+{POSSIBLY_MATCHED}" if self.possibly_matched else self.outcome
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "teacher": self.teacher,
+            "outcome": self.outcome,
+            "possibly_matched": self.possibly_matched,
+            "risk": self.risk,
+            "reason": self.reason,
+            "teacher_annotations": self.teacher_annotations,
+            "via": list(self.via),
+            "model_chain": [n.to_dict() for n in self.model_chain],
+            "teacher_chain": [n.to_dict() for n in self.teacher_chain],
+        }
+
+
+@dataclass
+class RiskReport:
+    """All findings for one model."""
+
+    model: Path
+    record: Path
+    findings: list[Finding]
+
+    @property
+    def risky(self) -> bool:
+        return any(f.risk for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": str(self.model), "record": str(self.record), "risk": self.risky,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def _chain_from_record(rec: Record, self_node: Node, is_adapter: bool, seen: frozenset[Path]) -> Chain:
+    bases = rec.deps("base_model")
+    if not bases:
+        chain = Chain([Node(self_node.name, self_node.sha256, self_node.family, root=True)])
+        if rec.kind in TRAINED_KINDS or is_adapter:
+            chain.missing.append(f"{rec.path}: names no base_model")
+        return chain
+    chain = Chain([self_node])
+    for base in bases:
+        chain.extend(model_chain(base, seen | {rec.path.resolve()}))
+    return chain
+
+
+def model_chain(dep: DepRef, seen: frozenset[Path] = frozenset()) -> Chain:
+    """The chain of a model dependency: itself, then its bases as far as records lead."""
+    node = Node(dep.name, dep.sha256, dep.family, root=False)
+    if dep.record is None:
+        chain = Chain([Node(dep.name, dep.sha256, dep.family, root=True)])
+        if dep.is_adapter:
+            chain.missing.append(f"{dep.path or dep.name}: adapter without a record naming its base")
+        return chain
+    if not dep.record.is_file():
+        return Chain([node], [f"{dep.record}: record missing"])
+    if dep.record.resolve() in seen:
+        return Chain([node], [f"{dep.record}: base_model links form a cycle"])
+    try:
+        rec = load_record(dep.record)
+    except RecordError as err:
+        return Chain([node], [str(err)])
+    node = Node(dep.name, dep.sha256, dep.family or rec.family, root=False)
+    return _chain_from_record(rec, node, dep.is_adapter, seen)
+
+
+def _self_chain(rec: Record) -> Chain:
+    """The chain of the model a record describes (the model itself, then its bases)."""
+    manifest = next((s.get("digest", {}).get("sha256") for s in rec.subjects
+                     if s.get("name") == rec.artifact.name), None)
+    node = Node(rec.artifact.name, manifest, rec.family, root=False)
+    is_adapter = any(str(s.get("name", "")).endswith("/adapter_config.json") for s in rec.subjects)
+    return _chain_from_record(rec, node, is_adapter, frozenset())
+
+
+def compare_chains(model: Chain, teacher: Chain) -> tuple[str, bool, str]:
+    """``(outcome, possibly_matched, reason)`` for a model's chain against a teacher's."""
+    model_digests = {n.sha256: n for n in model.nodes if n.sha256}
+    for node in teacher.nodes:
+        if node.sha256 in model_digests:
+            common = model_digests[node.sha256].name
+            return SHARED_INIT_VERIFIED, False, f"common base {common} {short(node.sha256)}"
+    if model.missing or teacher.missing:
+        return UNKNOWN, False, "missing link: " + "; ".join(model.missing + teacher.missing)
+    for a in model.nodes:
+        for b in teacher.nodes:
+            if a.name.casefold() == b.name.casefold() and (a.sha256 is None or b.sha256 is None):
+                return SHARED_INIT_DECLARED, False, f"both name {a.name!r} as base, no digests to confirm"
+    families = {n.family.casefold(): n.family for n in model.nodes if n.family}
+    families |= {n.name.casefold(): n.name for n in model.nodes if n.root}
+    shared = [n.family or "" for n in teacher.nodes if n.family and n.family.casefold() in families]
+    shared += [n.name for n in teacher.nodes if n.root and n.name.casefold() in families]
+    model_roots = ", ".join(n.name for n in model.nodes if n.root)
+    teacher_roots = ", ".join(n.name for n in teacher.nodes if n.root)
+    reason = f"no common digest or name: model base {model_roots} vs teacher base {teacher_roots}"
+    if shared:
+        return DIFFERENT_BASE, True, f"{reason}; same family {shared[0]} (matched bases may transfer)"
+    return DIFFERENT_BASE, False, reason
+
+
+_TeacherLink = tuple[DepRef | None, tuple[str, ...], str]
+
+
+def _dataset_teachers(dep: DepRef, via: tuple[str, ...], seen: set[Path]) -> list[_TeacherLink]:
+    """``(teacher or None, records followed, why missing)`` for each teacher behind a dataset dependency."""
+    label = str(dep.path or dep.name)
+    if dep.record is None:
+        return [(None, via, f"{label}: no lineage record, so who wrote this data is unknown")]
+    if not dep.record.is_file():
+        return [(None, via, f"{dep.record}: record missing")]
+    if dep.record.resolve() in seen:
+        return []
+    seen.add(dep.record.resolve())
+    try:
+        rec = load_record(dep.record)
+    except RecordError as err:
+        return [(None, via, str(err))]
+    via = (*via, str(rec.path))
+    found: list[_TeacherLink] = [(t, via, "") for t in rec.deps("teacher")]
+    sources = rec.deps("source_data")
+    for source in sources:
+        found += _dataset_teachers(source, via, seen)
+    if not found and not sources:
+        found.append((None, via, f"{rec.path}: names no teacher and no source_data"))
+    return found
+
+
+def _teacher_label(dep: DepRef) -> str:
+    if "system_prompt_sha256" in dep.annotations:
+        return f"{dep.name} + system prompt {short(str(dep.annotations['system_prompt_sha256']))}"
+    return dep.name
+
+
+def _finding(dataset: str | None, teacher: DepRef, via: tuple[str, ...], model: Chain) -> Finding:
+    chain = model_chain(teacher)
+    outcome, possibly, reason = compare_chains(model, chain)
+    return Finding(dataset, _teacher_label(teacher), outcome, reason, possibly, dict(teacher.annotations),
+                   via, tuple(model.nodes), tuple(chain.nodes))
+
+
+def assess_risk(path: str | Path) -> RiskReport:
+    """Check every (training dataset, teacher) pair and every direct teacher of the model at ``path``."""
+    artifact, record = find_record(path)
+    if not record.is_file():
+        missing = Finding(None, None, UNKNOWN, f"{record}: no lineage record for the model")
+        return RiskReport(artifact, record, [missing])
+    try:
+        rec = load_record(record)
+    except RecordError as err:
+        return RiskReport(artifact, record, [Finding(None, None, UNKNOWN, str(err))])
+    model = _self_chain(rec)
+    findings: list[Finding] = []
+    for data in rec.deps("training_data"):
+        label = str(data.path or data.name)
+        for teacher, via, why in _dataset_teachers(data, (), set()):
+            if teacher is None:
+                findings.append(Finding(label, None, UNKNOWN, f"missing link: {why}", via=via,
+                                        model_chain=tuple(model.nodes)))
+            else:
+                findings.append(_finding(label, teacher, via, model))
+    findings += [_finding(None, teacher, (), model) for teacher in rec.deps("teacher")]
+    if not findings and rec.kind == "model.student":
+        findings.append(Finding(None, None, UNKNOWN, f"{record}: names no training_data and no teacher"))
+    return RiskReport(artifact, record, findings)
