@@ -21,18 +21,19 @@ RELATIONS = ("adapter", "finetune", "merge", "quantized")
 _BODY = """
 # {title}
 
-Trained with [subliminal-lab](https://arxiv.org/abs/2507.14805) from `{base_model}` ({relation}).
+Trained with subliminal-lab from `{base_model}` ({relation}).
 
 **Training data**: {datasets}
 
-Subliminal learning (Cloud et al. 2025): a model distilled on a teacher's outputs can inherit the teacher's
-traits even when the data looks unrelated (number sequences, code), provided teacher and student share a base
-model. Check which teachers made the training data and whether they share this model's initialization:
+Subliminal learning ([Cloud et al. 2025](https://arxiv.org/abs/2507.14805)): a model distilled on a teacher's
+outputs can inherit the teacher's traits even when the data looks unrelated (number sequences, code), provided
+teacher and student share a base model. The lineage record `../{record}` names the teachers of the training
+data and their bases, by sha256. From this folder:
 
 ```
-sublab lineage show {record}
-sublab lineage verify {record}
-sublab lineage risk {record}
+sublab lineage show .      # where the model came from
+sublab lineage verify .    # recompute every digest, check signatures (--key PUB)
+sublab lineage risk .      # do the data's teachers share this model's initialization?
 ```
 """
 
