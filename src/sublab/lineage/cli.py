@@ -63,6 +63,8 @@ def show(
     tree = lineage_tree(path, max_depth=depth)
     if as_json:
         _echo_json(tree)
+    elif "error" in tree:
+        typer.echo(f"{tree['record']}: {tree['error']}")
     else:
         _console().print(render_tree(tree, show_params=params))
     if "error" in tree:
@@ -130,8 +132,9 @@ def risk(
         for f in report.findings:
             style = "red" if f.possibly_matched else _STYLE.get(f.outcome, "")
             source = escape(f.dataset) if f.dataset else "(direct teacher)" if f.teacher else "-"
-            console.print(f"[{style}]{f.label}[/{style}]  {source} ← teacher {escape(f.teacher or '?')}")
-            console.print(f"    {escape(f.reason)}", style="dim")
+            console.print(f"[{style}]{f.label}[/{style}]  {source} ← teacher {escape(f.teacher or '?')}",
+                          soft_wrap=True)
+            console.print(f"    {escape(f.reason)}", style="dim", soft_wrap=True)
         if not report.findings:
             console.print("no training data or teachers recorded for this model")
         n_risk = sum(f.risk for f in report.findings)
