@@ -187,3 +187,21 @@ def test_cycles_do_not_loop(tmp_path):
     report = verify_lineage(a)
     assert len(report.records) == 2
     assert [p.path for p in report.problems] == [tmp_path / "a.jsonl.intoto.jsonl"]  # b's link to a is stale
+
+
+def test_a_moved_run_still_finds_an_embedded_base_in_the_local_cache(lab, monkeypatch):
+    import shutil
+
+    base = lab.base("smollm2-135m")
+    student = lab.student(base, [lab.data(lab.system_prompt_teacher(base))])
+    moved = lab.root / "elsewhere" / "deeper"
+    moved.mkdir(parents=True)
+    shutil.move(lab.root / "run", moved / "run")
+    student = moved / "run" / student.relative_to(lab.root / "run")
+    monkeypatch.setenv("SUBLAB_CACHE", str(lab.root / "empty-cache"))
+    found = lines(verify_lineage(student))
+    assert found and all("smollm2-135m: missing" in line for line in found)
+    monkeypatch.setenv("SUBLAB_CACHE", str(lab.root / "cache"))
+    assert verify_lineage(student).ok
+    flip_byte(base / "config.json")
+    assert any(line.startswith(str(base / "config.json")) for line in lines(verify_lineage(student)))

@@ -86,6 +86,19 @@ def _join(base: Path, rel: str) -> Path:
     return Path(os.path.normpath(base / rel))
 
 
+def _embedded_cache_dir(name: str) -> Path | None:
+    """The local converted copy of an embedded model, for records made on another machine or before a move.
+
+    Its digests are still checked against the record, so a different conversion shows up as a mismatch.
+    """
+    from sublab.models.loading import EMBEDDED_MODELS, cache_root
+
+    if name not in EMBEDDED_MODELS:
+        return None
+    candidate = cache_root() / "models" / name
+    return candidate if candidate.is_dir() else None
+
+
 def dependency_ref(descriptor: dict[str, Any], record_dir: Path) -> DepRef:
     """Resolve one ResourceDescriptor of ``resolvedDependencies``."""
     annotations = descriptor.get("annotations") or {}
@@ -94,13 +107,16 @@ def dependency_ref(descriptor: dict[str, Any], record_dir: Path) -> DepRef:
     digest = descriptor.get("digest") or {}
     sha = digest.get("sha256") if isinstance(digest, dict) else None
     path = _join(record_dir, annotations["path"]) if isinstance(annotations.get("path"), str) else None
+    name = str(descriptor.get("name") or descriptor.get("uri") or "?")
+    if path is not None and not path.exists():
+        path = _embedded_cache_dir(name) or path
     files = annotations.get("files") if isinstance(annotations.get("files"), dict) else None
     named = isinstance(annotations.get("record"), str)
     upstream = _join(record_dir, annotations["record"]) if named else None
     if upstream is None and path is not None and record_path(path).is_file():
         upstream = record_path(path)
     return DepRef(
-        name=str(descriptor.get("name") or descriptor.get("uri") or "?"),
+        name=name,
         role=str(annotations.get("role", "unknown")),
         sha256=sha if is_sha256(sha) else None,
         path=path,
