@@ -140,3 +140,15 @@ def test_record_of_a_hub_teacher_without_digests_is_declared(lab, tmp_path):
     result = invoke("lineage", "risk", student)
     assert result.exit_code == 1 and "SHARED_INIT_DECLARED" in result.stdout
     assert (student / "README.md").is_file()  # recorded students get a model card
+
+
+def test_record_and_verify_the_current_directory(tmp_path, monkeypatch):
+    model = tmp_path / "hub-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    monkeypatch.chdir(model)
+    result = invoke("lineage", "record", ".", "--param", "revision=abc123")
+    assert result.exit_code == 0, result.output
+    record = load_record(tmp_path / "hub-model.intoto.jsonl")
+    assert record.parameters == {"revision": "abc123"} and record.subjects[0]["name"] == "hub-model"
+    assert invoke("lineage", "verify", ".").exit_code == 0

@@ -72,7 +72,7 @@ def digest_path(path: str | Path) -> PathDigest:
     raise SublabError(f"{path}: no such file or directory")
 
 
-def _named(path: str | Path) -> Path:
+def named_path(path: str | Path) -> Path:
     """``path`` itself, or its absolute form when it has no name of its own (``.``, ``..``)."""
     path = Path(path)
     return Path(os.path.abspath(path)) if path.name in ("", "..") else path
@@ -80,13 +80,13 @@ def _named(path: str | Path) -> Path:
 
 def record_path(artifact: str | Path) -> Path:
     """Where the lineage record of ``artifact`` lives: ``<artifact>.intoto.jsonl`` beside it."""
-    artifact = _named(artifact)
+    artifact = named_path(artifact)
     return artifact.with_name(artifact.name + RECORD_SUFFIX)
 
 
 def split_record_path(path: str | Path) -> tuple[Path, Path]:
     """``(artifact, record)`` for a path that names either an artifact or its record."""
-    path = _named(path)
+    path = named_path(path)
     if path.name.endswith(RECORD_SUFFIX) and len(path.name) > len(RECORD_SUFFIX):
         return path.with_name(path.name[: -len(RECORD_SUFFIX)]), path
     return path, record_path(path)

@@ -28,7 +28,7 @@ from urllib.parse import quote
 from sublab import __version__
 from sublab.errors import SublabError
 from sublab.io import atomic_write_bytes, sha256_file
-from sublab.lineage.digests import MODEL_CARD, PathDigest, digest_path, is_sha256, record_path
+from sublab.lineage.digests import MODEL_CARD, PathDigest, digest_path, is_sha256, named_path, record_path
 from sublab.lineage.dsse import canonical_json, seal
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -183,13 +183,14 @@ def byproduct_descriptor(item: Mapping[str, Any], index: int, kind: str) -> dict
 
 
 def build_statement(
-    artifact: Path,
+    artifact: str | Path,
     kind: str,
     parameters: Mapping[str, Any],
     dependencies: Sequence[Dependency] = (),
     byproducts: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The in-toto statement for ``artifact`` (which must exist), without writing anything."""
+    artifact = named_path(artifact)
     if not _KIND.match(kind):
         raise SublabError(f"kind {kind!r}: use lowercase words with dots, e.g. {', '.join(KINDS[:3])}")
     if not isinstance(parameters, Mapping):
@@ -246,7 +247,7 @@ def record_artifact(
     ``externalParameters``; ``sign_key`` is a PEM Ed25519 private key file. A trained model directory without
     a ``README.md`` also gets a Hugging Face model card (see :func:`sublab.lineage.card.write_model_card`).
     """
-    artifact = Path(artifact)
+    artifact = named_path(artifact)
     if not artifact.exists():
         raise SublabError(f"{artifact}: artifact not found, nothing to record")
     key = None
