@@ -152,3 +152,15 @@ def test_record_and_verify_the_current_directory(tmp_path, monkeypatch):
     record = load_record(tmp_path / "hub-model.intoto.jsonl")
     assert record.parameters == {"revision": "abc123"} and record.subjects[0]["name"] == "hub-model"
     assert invoke("lineage", "verify", ".").exit_code == 0
+
+
+def test_record_with_a_sign_key(tmp_path):
+    invoke("keys", "new", tmp_path / "lab")
+    data = tmp_path / "data.jsonl"
+    data.write_text("{}\n")
+    result = invoke("lineage", "record", data, "--sign-key", tmp_path / "lab.key")
+    assert result.exit_code == 0, result.output
+    assert len(load_record(f"{data}.intoto.jsonl").envelope.signatures) == 1
+    assert invoke("lineage", "verify", data, "--key", tmp_path / "lab.pub").exit_code == 0
+    result = invoke("lineage", "record", data, "--force", "--sign-key", tmp_path / "lab.pub")
+    assert result.exit_code == 2 and "not an unencrypted PEM private key" in result.stderr
