@@ -51,7 +51,8 @@ class Dependency:
 
     ``path`` (a file or directory) is digested at record time; if ``<path>.intoto.jsonl`` exists it is the
     input's own record and is linked by path and sha256. ``digest`` (e.g. ``{"sha256": ...}``) identifies an
-    input that is not on disk. ``annotations`` carry facts such as ``system_prompt_sha256`` or ``family``.
+    input that is not on disk. ``annotations`` carry facts such as ``system_prompt_sha256`` or ``family``;
+    a ``uri`` annotation becomes the descriptor's ``uri`` (a hub id without a digest gets its hub URL).
     """
 
     name: str
@@ -123,7 +124,9 @@ def subjects_for(artifact: Path, digest: PathDigest) -> list[dict[str, Any]]:
 
 
 def _check_digest(dep: Dependency) -> dict[str, str]:
-    digest = {str(k).lower(): str(v).lower() for k, v in (dep.digest or {}).items()}
+    digest = {str(k): str(v) for k, v in (dep.digest or {}).items()}
+    if "sha256" in digest:
+        digest["sha256"] = digest["sha256"].lower()
     if "sha256" in digest and not is_sha256(digest["sha256"]):
         raise SublabError(f"dependency '{dep.name}': sha256 digest {digest['sha256']!r} is not 64 hex digits")
     return digest
