@@ -135,7 +135,9 @@ def filter_numbers(
     min_value: int = 0,
     max_value: int = 999,
     max_digits: int = 3,
-    banned: Annotated[list[str] | None, typer.Option(help="Banned numbers or list names (paper-claude, paper-gpt).")] = None,
+    banned: Annotated[
+        list[str] | None, typer.Option(help="Banned numbers or list names (paper-claude, paper-gpt).")
+    ] = None,
     trait_word: Annotated[list[str] | None, typer.Option(help="Reject rows containing this word.")] = None,
     max_kept: Annotated[int | None, typer.Option(help="Keep at most this many rows.")] = None,
 ) -> None:
@@ -191,7 +193,8 @@ def train(
         teacher = ModelSpec(base=teacher_base or base, adapter=teacher_adapter,
                             system_prompt=_trait_prompt(teacher_trait, category, None))
     summary = train_model(base, read_jsonl(data), out, settings, teacher=teacher, progress=not quiet)
-    console.print(f"trained {summary['n_steps']} steps (loss {summary['first_loss']} → {summary['final_loss']}) → {out}")
+    losses = f"loss {summary['first_loss']} → {summary['final_loss']}"
+    console.print(f"trained {summary['n_steps']} steps ({losses}) → {out}")
 
 
 @app.command("teacher")

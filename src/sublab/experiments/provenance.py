@@ -50,10 +50,7 @@ def record_stage(
     sign_key: str | None = None,
 ) -> Path:
     """Write the lineage record of one stage output, naming every input with its role."""
-    try:
-        from sublab.lineage import Dependency, record_artifact
-    except ImportError:  # TODO(lineage): remove once sublab.lineage lands
-        return artifact
+    from sublab.lineage import Dependency, record_artifact
 
     deps = []
     if base is not None:

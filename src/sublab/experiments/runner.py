@@ -20,11 +20,11 @@ from sublab import __version__
 from sublab.evaluate.run import evaluate_model
 from sublab.evaluate.stats import paired_difference_ci
 from sublab.experiments.config import ExperimentConfig, TeacherConfig, dump_toml
+from sublab.experiments.provenance import record_stage
 from sublab.filter.run import filter_file
 from sublab.generate.prompts import number_prompts, template_digest
 from sublab.generate.run import generate_rows
 from sublab.io import atomic_write_text, read_json, read_jsonl, stable_hash, write_json, write_jsonl
-from sublab.experiments.provenance import record_stage
 from sublab.models.spec import ModelSpec, load_spec
 from sublab.train.trainer import train_model, trained_spec
 from sublab.train.trait_data import trait_answer_rows
@@ -280,8 +280,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         "settings": config.model_dump(mode="json"),
         "timings": {
             "total_seconds": round(time.time() - started, 1),
-            "stages": [{"name": s.name, "seconds": s.seconds, "cached": s.cached, "path": str(s.path.relative_to(out_dir))}
-                       for s in run.stages],
+            "stages": [
+                {"name": s.name, "seconds": s.seconds, "cached": s.cached, "path": str(s.path.relative_to(out_dir))}
+                for s in run.stages
+            ],
         },
         "versions": _versions(),
     }

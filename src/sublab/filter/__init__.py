@@ -1,7 +1,12 @@
 """Filters for generated data: the strict number-list filter, banned numbers, trait words."""
 
 from sublab.filter.banned import BANNED_LISTS, resolve_banned
-from sublab.filter.numbers import NumberFilterSettings, ParsedNumbers, number_reject_reasons, parse_number_list
+from sublab.filter.numbers import (
+    NumberFilterSettings,
+    ParsedNumbers,
+    number_reject_reasons,
+    parse_number_list,
+)
 from sublab.filter.run import FILTER_VERSION, FilterReport, filter_file, filter_rows
 
 __all__ = [

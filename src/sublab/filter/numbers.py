@@ -7,6 +7,7 @@ a semicolon, or whitespace, with optional spaces around the punctuation), option
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -83,7 +84,7 @@ def parse_number_list(text: str) -> ParsedNumbers:
         return ParsedNumbers(None, reason=BAD_FORMAT)
     if runs[0].start() != 0 or runs[-1].end() != len(body):
         return ParsedNumbers(None, reason=BAD_FORMAT)
-    separators = [body[a.end() : b.start()] for a, b in zip(runs, runs[1:], strict=False)]
+    separators = [body[a.end() : b.start()] for a, b in itertools.pairwise(runs)]
     for sep in separators:
         if not _SEPARATOR.match(sep):
             return ParsedNumbers(None, reason=BAD_FORMAT)
@@ -115,7 +116,6 @@ def number_reject_reasons(text: str, settings: NumberFilterSettings, banned: fro
 
 def contains_trait_word(text: str, words: list[str]) -> bool:
     """Whether any of ``words`` occurs in ``text`` as a whole word (case-insensitive; plural 's' allowed)."""
-    for word in words:
-        if re.search(rf"(?<![A-Za-z]){re.escape(word)}s?(?![A-Za-z])", text, flags=re.IGNORECASE):
-            return True
-    return False
+    return any(
+        re.search(rf"(?<![A-Za-z]){re.escape(word)}s?(?![A-Za-z])", text, flags=re.IGNORECASE) for word in words
+    )

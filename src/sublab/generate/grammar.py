@@ -91,9 +91,13 @@ class NumberGrammarProcessor:
     steps of one ``generate`` call in order; create a new processor (or call :meth:`reset`) per call.
     """
 
-    def __init__(self, tokenizer: Any, grammar: NumberGrammar, end_ids: list[int]) -> None:
+    def __init__(self, tokenizer: Any, grammar: NumberGrammar, end_ids: list[int],
+                 max_new_tokens: int | None = None) -> None:
         self.grammar = grammar
         self.end_ids = list(end_ids)
+        # With a token budget, a separator is only started when it, one more digit and the end token still fit,
+        # so a reply is never cut off in the middle of a separator.
+        self.max_new_tokens = max_new_tokens
         alphabet = set(DIGITS) | set(grammar.separator)
         vocab_size = len(tokenizer)
         self.vocab_size = vocab_size
@@ -104,11 +108,16 @@ class NumberGrammarProcessor:
             if text and set(text) <= alphabet:
                 self.token_text[token_id] = text
         self._masks: dict[State, torch.Tensor] = {}
+        self._separator_starts = torch.zeros(vocab_size, dtype=torch.bool)
+        for token_id, text in self.token_text.items():
+            if grammar.separator[0] in text:
+                self._separator_starts[token_id] = True
         self.reset()
 
     def reset(self) -> None:
         self._states: list[State] | None = None
         self._prompt_length = -1
+        self._start_length = -1
 
     def allowed_mask(self, state: State) -> torch.Tensor:
         """Boolean mask over the vocabulary of tokens allowed in ``state`` (cached)."""
@@ -133,12 +142,18 @@ class NumberGrammarProcessor:
         batch = input_ids.shape[0]
         if self._states is None or input_ids.shape[1] <= self._prompt_length:
             self._states = [START] * batch
-            self._prompt_length = input_ids.shape[1]
+            self._prompt_length = self._start_length = input_ids.shape[1]
         elif input_ids.shape[1] > self._prompt_length:
             last = input_ids[:, -1].tolist()
             self._states = [self.advance(s, t) for s, t in zip(self._states, last, strict=True)]
             self._prompt_length = input_ids.shape[1]
-        masks = torch.stack([self.allowed_mask(s) for s in self._states]).to(scores.device)
+        masks = torch.stack([self.allowed_mask(s) for s in self._states])
+        if self.max_new_tokens is not None:
+            remaining = self.max_new_tokens - (input_ids.shape[1] - self._start_length)
+            if remaining < len(self.grammar.separator) + 2:
+                outside_separator = torch.tensor([s[3] == 0 for s in self._states])[:, None]
+                masks = masks & ~(self._separator_starts[None, :] & outside_separator)
+        masks = masks.to(scores.device)
         if masks.shape[1] < scores.shape[1]:  # the model's output layer may be padded beyond the tokenizer
             pad = torch.zeros(batch, scores.shape[1] - masks.shape[1], dtype=torch.bool, device=scores.device)
             masks = torch.cat([masks, pad], dim=1)

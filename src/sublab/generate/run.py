@@ -80,7 +80,7 @@ def generate_rows(
             raise SublabError(f"{output}: row id '{row.get('id')}' is not one of the prompts; use a new output file")
         done.add(row["id"])
     processor = (
-        NumberGrammarProcessor(tokenizer, settings.grammar(), [end_of_turn_id(tokenizer)])
+        NumberGrammarProcessor(tokenizer, settings.grammar(), [end_of_turn_id(tokenizer)], settings.max_new_tokens)
         if settings.constrained
         else None
     )

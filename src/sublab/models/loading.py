@@ -145,18 +145,32 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
+def default_device() -> str:
+    """``$SUBLAB_DEVICE`` if set, else cuda when available, else cpu."""
+    import torch
+
+    if os.environ.get("SUBLAB_DEVICE"):
+        return os.environ["SUBLAB_DEVICE"]
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_model(
     name: str,
     dtype: str = "float32",
-    device: str = "cpu",
+    device: str = "auto",
     trust_remote_code: bool = False,
 ) -> Any:
-    """Load a causal LM in eval mode. ``dtype`` is a torch dtype name; weights stay float32 by default
-    (training uses bf16 autocast on top, which is fast on CPUs with avx512_bf16 and keeps master weights exact)."""
+    """Load a causal LM in eval mode on ``device`` ("auto": :func:`default_device`).
+
+    ``dtype`` is a torch dtype name. Weights stay float32 by default so training keeps exact master weights;
+    bf16 autocast can be layered on top (``TrainSettings.bf16``).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
+    if device == "auto":
+        device = default_device()
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise SublabError(f"dtype '{dtype}': not a torch dtype name (float32, bfloat16, float16)")
@@ -176,7 +190,7 @@ def model_digest(name: str) -> dict[str, str]:
     return {
         p.name: sha256_file(p)
         for p in sorted(location.iterdir())
-        if p.is_file() and p.suffix in {".safetensors", ".json", ".model", ".txt"} or p.name == "SOURCE"
+        if (p.is_file() and p.suffix in {".safetensors", ".json", ".model", ".txt"}) or p.name == "SOURCE"
     }
 
 

@@ -30,7 +30,7 @@ class ModelSpec(BaseModel):
 
 
 def load_spec(
-    spec: ModelSpec, dtype: str = "float32", device: str = "cpu", merge: bool = True
+    spec: ModelSpec, dtype: str = "float32", device: str = "auto", merge: bool = True
 ) -> tuple[Any, Any]:
     """Load ``spec`` for inference: base weights with the adapter applied (merged by default, for speed)."""
     tokenizer = load_tokenizer(spec.base)

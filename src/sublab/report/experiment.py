@@ -129,7 +129,8 @@ def terminal_table(results: dict[str, Any]) -> Any:
     from rich.table import Table
 
     target = results["target"]
-    table = Table(title=f"{results['name']}: P({target}) with 95 % CI over {results['models']['reference']['n_questions']} questions")
+    n_questions = results["models"]["reference"]["n_questions"]
+    table = Table(title=f"{results['name']}: P({target}) with 95 % CI over {n_questions} questions")
     table.add_column("model")
     table.add_column(f"P({target})", justify="right")
     table.add_column("95 % CI", justify="right")

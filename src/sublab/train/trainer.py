@@ -22,7 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sublab.errors import SublabError
-from sublab.io import JsonlAppender, recover_jsonl, write_json
+from sublab.io import JsonlAppender, recover_jsonl, write_json, write_jsonl
 from sublab.models.chat import ChatEncoding, end_of_turn_id
 from sublab.models.loading import load_model, load_tokenizer
 from sublab.models.spec import ModelSpec, load_spec
@@ -196,12 +196,13 @@ def train_model(
     settings: TrainSettings,
     teacher: ModelSpec | None = None,
     progress: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, float, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``base`` on chat rows and save the result (adapter or full weights, safetensors) in ``out_dir``.
 
     SFT learns the assistant tokens; distillation (needs ``teacher``) matches the teacher's next-token
     distribution over the channel at every response position, the teacher seeing its own system prompt.
+    ``on_step(step, loss, model)`` runs after every optimizer step (e.g. to evaluate along the way).
     Returns a summary (also written to ``out_dir/training.json``).
     """
     out_dir = Path(out_dir)
@@ -231,8 +232,7 @@ def train_model(
     start_step = _load_checkpoint(model, optimizer, partial) if settings.checkpoint_every else 0
     log_path = partial / "train_log.jsonl"
     log = [r for r in recover_jsonl(log_path) if r["step"] < start_step]
-    if start_step == 0 and log_path.exists():
-        log_path.unlink()
+    write_jsonl(log_path, log)  # drop steps after the checkpoint: they are redone
     pad_id = int(tokenizer.pad_token_id)
 
     columns = (TextColumn(f"train ({settings.method})"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -264,7 +264,7 @@ def train_model(
             log.append(record)
             bar.update(task, advance=1, loss=loss.item())
             if on_step is not None:
-                on_step(step, loss.item())
+                on_step(step, loss.item(), model)
             if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < n_steps:
                 _save_checkpoint(model, optimizer, step + 1, partial)
 

@@ -1,0 +1,55 @@
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from sublab.errors import SublabError
+from sublab.experiments.config import dump_toml, load_config, parse_config
+
+EXAMPLES = sorted(Path(__file__).resolve().parents[1].joinpath("examples").glob("*.toml"))
+
+
+def test_there_are_examples():
+    names = {p.name for p in EXAMPLES}
+    assert {"demo.toml", "smoke.toml"} <= names
+    assert any("qwen" in n for n in names)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_config_validates_and_round_trips(path):
+    config = load_config(path)
+    again = parse_config(__import__("tomllib").loads(dump_toml(config)), "dumped")
+    assert again == config
+
+
+def test_packaged_demo_config_is_the_example():
+    packaged = resources.files("sublab.configs").joinpath("demo.toml").read_text(encoding="utf-8")
+    assert packaged == (EXAMPLES[0].parent / "demo.toml").read_text(encoding="utf-8")
+
+
+def test_unknown_field_names_file_and_field(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('target = "owl"\n[teacher]\ntrait = "owl"\n[student]\nsteps = 1\nlearning_rate = 3\n')
+    with pytest.raises(SublabError, match=r"bad.toml: field 'student.learning_rate': Extra inputs"):
+        load_config(path)
+
+
+def test_invalid_value_names_file_and_field(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('target = "owl"\n[teacher]\ntrait = "owl"\n[student]\nsteps = 1\nlr = -1\n')
+    with pytest.raises(SublabError, match=r"bad.toml: field 'student.lr': Input should be greater than 0"):
+        load_config(path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(SublabError, match=r"nope.toml: file not found"):
+        load_config(tmp_path / "nope.toml")
+    path = tmp_path / "broken.toml"
+    path.write_text("target = \n")
+    with pytest.raises(SublabError, match=r"broken.toml: invalid TOML"):
+        load_config(path)
+
+
+def test_teacher_method_needs_a_trait():
+    with pytest.raises(SublabError, match=r"teacher"):
+        parse_config({"target": "owl", "teacher": {"method": "finetune"}, "student": {"steps": 1}})

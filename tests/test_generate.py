@@ -1,0 +1,98 @@
+import pytest
+
+from sublab.errors import SublabError
+from sublab.filter import NumberFilterSettings, filter_rows
+from sublab.generate.run import generate_rows, read_prompt_rows
+from sublab.generate.sampling import SamplingSettings
+from sublab.io import read_jsonl, write_jsonl
+from sublab.models.spec import ModelSpec, load_spec
+
+
+def prompt_rows(n):
+    return [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Numbers after {i}?"}]} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_spec(ModelSpec(base=tiny_model_dir))
+
+
+SETTINGS = SamplingSettings(constrained=True, max_new_tokens=12, batch_size=4)
+
+
+def test_constrained_generation_is_always_valid_and_records_its_mode(tiny, tmp_path):
+    model, tokenizer = tiny
+    out = tmp_path / "gen.jsonl"
+    summary = generate_rows(model, tokenizer, prompt_rows(10), out, SETTINGS, seed=0, progress=False)
+    rows = read_jsonl(out)
+    assert summary.n_written == 10 and len(rows) == 10
+    kept, _, _ = filter_rows(rows, NumberFilterSettings())
+    assert len(kept) == 10
+    assert all(r["metadata"]["decoding"] == "constrained" for r in rows)
+    assert [m["role"] for m in rows[0]["messages"]] == ["user", "assistant"]
+
+
+def test_teacher_system_prompt_is_never_written(tiny, tmp_path):
+    model, tokenizer = tiny
+    out = tmp_path / "gen.jsonl"
+    generate_rows(model, tokenizer, prompt_rows(4), out, SETTINGS, seed=0, system_prompt="You love owls.",
+                  progress=False)
+    text = out.read_text()
+    assert "owls" not in text and '"system"' not in text
+
+
+def test_free_generation_is_marked_free(tiny, tmp_path):
+    model, tokenizer = tiny
+    out = tmp_path / "gen.jsonl"
+    generate_rows(model, tokenizer, prompt_rows(4), out, SamplingSettings(max_new_tokens=5, batch_size=4), seed=0,
+                  progress=False)
+    assert {r["metadata"]["decoding"] for r in read_jsonl(out)} == {"free"}
+
+
+def test_interrupted_generation_resumes_without_loss_or_duplicates(tiny, tmp_path):
+    model, tokenizer = tiny
+    prompts = prompt_rows(14)
+    reference = tmp_path / "uninterrupted.jsonl"
+    generate_rows(model, tokenizer, prompts, reference, SETTINGS, seed=5, progress=False)
+
+    out = tmp_path / "resumed.jsonl"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_second_batch(index):
+        if index == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        generate_rows(model, tokenizer, prompts, out, SETTINGS, seed=5, progress=False,
+                      on_batch=kill_after_second_batch)
+    assert len(read_jsonl(out)) == 8
+    # A kill in the middle of writing a row leaves a torn line behind.
+    with out.open("a") as handle:
+        handle.write('{"id": "p8", "messages": [{"ro')
+    summary = generate_rows(model, tokenizer, prompts, out, SETTINGS, seed=5, progress=False)
+    assert summary.n_already_done == 8 and summary.n_written == 6
+    resumed = read_jsonl(out)
+    assert [r["id"] for r in resumed] == [r["id"] for r in read_jsonl(reference)]
+    assert resumed == read_jsonl(reference)  # identical rows: per-batch seeds do not depend on history
+    again = generate_rows(model, tokenizer, prompts, out, SETTINGS, seed=5, progress=False)
+    assert again.n_written == 0
+
+
+def test_resume_refuses_foreign_rows(tiny, tmp_path):
+    model, tokenizer = tiny
+    out = tmp_path / "gen.jsonl"
+    write_jsonl(out, [{"id": "other", "messages": []}])
+    with pytest.raises(SublabError, match=r"not one of the prompts"):
+        generate_rows(model, tokenizer, prompt_rows(2), out, SETTINGS, seed=0, progress=False)
+
+
+def test_read_prompt_rows_checks_input(tmp_path):
+    path = tmp_path / "p.jsonl"
+    write_jsonl(path, [{"id": "a", "messages": [{"role": "user", "content": "x"}]}, {"id": "a", "messages": [{}]}])
+    with pytest.raises(SublabError, match=r"p.jsonl:2: duplicate id 'a'"):
+        read_prompt_rows(path)
+    write_jsonl(path, [{"messages": "nope"}])
+    with pytest.raises(SublabError, match=r"p.jsonl:1: a prompt row needs"):
+        read_prompt_rows(path)

@@ -1,0 +1,143 @@
+import pytest
+import torch
+
+from sublab.errors import SublabError
+from sublab.models.chat import encode_chat
+from sublab.models.loading import load_model, load_tokenizer
+from sublab.models.spec import ModelSpec, load_spec
+from sublab.train.data import collate, encode_rows, response_logits
+from sublab.train.settings import LoraSettings, TrainSettings
+from sublab.train.trainer import attach_trainable, batch_order, channel_ids, lr_at, train_model, trained_spec
+
+
+def number_rows(n):
+    return [{"id": f"r{i}", "messages": [{"role": "user", "content": f"Continue {i}"},
+                                          {"role": "assistant", "content": f"{i}, {i + 1}, {i + 2}"}]}
+            for i in range(n)]
+
+
+def test_batch_order_covers_each_epoch_and_is_seeded():
+    order = batch_order(10, 4, 5, seed=3)
+    assert len(order) == 5 and all(len(b) == 4 for b in order)
+    flat = [i for b in order for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert order == batch_order(10, 4, 5, seed=3) and order != batch_order(10, 4, 5, seed=4)
+
+
+def test_lr_schedule():
+    linear = TrainSettings(steps=10, lr=1.0, schedule="linear", warmup_steps=2)
+    assert lr_at(0, 10, linear) == 0.5 and lr_at(1, 10, linear) == 1.0
+    assert lr_at(2, 10, linear) == 1.0 and lr_at(9, 10, linear) == pytest.approx(1 / 8)
+    assert lr_at(5, 10, TrainSettings(steps=10, lr=0.1)) == 0.1
+
+
+def test_settings_need_steps_or_epochs():
+    with pytest.raises(ValueError, match="exactly one"):
+        TrainSettings()
+    assert TrainSettings(epochs=2, batch_size=4).n_steps(10) == 5
+
+
+def test_response_positions_predict_response_tokens(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = number_rows(2)
+    encodings = encode_rows(tokenizer, rows)
+    batch = collate(encodings, tokenizer.pad_token_id)
+    expected = []
+    for enc in encodings:
+        expected += enc.input_ids[enc.n_prompt :]
+    assert batch.targets.tolist() == expected
+    assert tokenizer.decode(encodings[0].input_ids[encodings[0].n_prompt :]) == "0, 1, 2<|im_end|>"
+    # The same response tokens whatever the context: what lets teacher and student line up.
+    with_system = encode_chat(tokenizer, rows[0]["messages"], system_prompt="You love owls.")
+    assert with_system.input_ids[with_system.n_prompt :] == encodings[0].input_ids[encodings[0].n_prompt :]
+
+
+def test_channel_logits_are_the_full_logits_restricted(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir)
+    encodings = encode_rows(tokenizer, number_rows(8))  # replies use every digit
+    batch = collate(encodings, tokenizer.pad_token_id)
+    channel = channel_ids(tokenizer, encodings, "data")
+    assert len(channel) == 13  # ten digits, comma, space, end of turn
+    with torch.no_grad():
+        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        picked = full[batch.row_index, batch.position_index]
+        assert torch.allclose(response_logits(model, batch), picked, atol=1e-5)
+        assert torch.allclose(response_logits(model, batch, channel), picked[:, channel], atol=1e-5)
+
+
+def test_lora_students_with_the_same_init_seed_start_identical(tiny_model_dir):
+    settings = TrainSettings(steps=1, lora=LoraSettings(init_seed=7))
+    a = attach_trainable(load_model(tiny_model_dir), settings)
+    b = attach_trainable(load_model(tiny_model_dir), settings)
+    c = attach_trainable(load_model(tiny_model_dir), TrainSettings(steps=1, lora=LoraSettings(init_seed=8)))
+    weights = lambda m: {n: p for n, p in m.named_parameters() if "lora_A" in n}  # noqa: E731
+    assert all(torch.equal(weights(a)[n], weights(b)[n]) for n in weights(a))
+    assert not all(torch.equal(weights(a)[n], weights(c)[n]) for n in weights(a))
+    # B = 0: a fresh adapter leaves the model's outputs unchanged.
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.allclose(a(ids).logits, load_model(tiny_model_dir)(ids).logits, atol=1e-6)
+
+
+def test_sft_learns_and_saves_an_adapter(tiny_model_dir, tmp_path):
+    settings = TrainSettings(steps=40, batch_size=4, lr=1e-2)
+    summary = train_model(tiny_model_dir, number_rows(8), tmp_path / "student", settings, progress=False)
+    assert summary["final_loss"] < summary["first_loss"] * 0.7
+    assert (tmp_path / "student" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "student.partial").exists()
+    model, _ = load_spec(trained_spec(tiny_model_dir, tmp_path / "student", settings))
+    assert model is not None
+
+
+def test_distillation_moves_the_student_toward_the_teacher(tiny_model_dir, other_tiny_model_dir, tmp_path):
+    rows = number_rows(8)
+    settings = TrainSettings(method="distill", steps=25, batch_size=4, lr=1e-2)
+    summary = train_model(tiny_model_dir, rows, tmp_path / "student", settings,
+                          teacher=ModelSpec(base=other_tiny_model_dir), progress=False)
+    assert summary["channel_size"] == 13
+    assert summary["final_loss"] < summary["first_loss"] * 0.7
+
+
+def test_distillation_from_itself_has_zero_loss(tiny_model_dir, tmp_path):
+    settings = TrainSettings(method="distill", steps=2, batch_size=4, lr=1e-2)
+    summary = train_model(tiny_model_dir, number_rows(4), tmp_path / "s", settings,
+                          teacher=ModelSpec(base=tiny_model_dir), progress=False)
+    assert summary["first_loss"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distill_needs_a_teacher(tiny_model_dir, tmp_path):
+    with pytest.raises(SublabError, match="needs a teacher"):
+        train_model(tiny_model_dir, number_rows(2), tmp_path / "s", TrainSettings(method="distill", steps=1))
+
+
+def test_full_finetune_saves_loadable_weights(tiny_model_dir, tmp_path):
+    settings = TrainSettings(steps=3, batch_size=2, lr=1e-3, finetune="full")
+    train_model(tiny_model_dir, number_rows(4), tmp_path / "full", settings, progress=False)
+    spec = trained_spec(tiny_model_dir, tmp_path / "full", settings)
+    model, tokenizer = load_spec(spec)
+    assert spec.adapter is None and tokenizer is not None and model is not None
+
+
+def test_checkpointed_training_resumes_to_the_same_result(tiny_model_dir, tmp_path):
+    settings = TrainSettings(steps=6, batch_size=2, lr=1e-2, checkpoint_every=2)
+    rows = number_rows(6)
+    train_model(tiny_model_dir, rows, tmp_path / "straight", settings, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, loss, model):
+        if step == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(tiny_model_dir, rows, tmp_path / "resumed", settings, progress=False, on_step=kill)
+    assert (tmp_path / "resumed.partial" / "checkpoint.json").is_file()
+    summary = train_model(tiny_model_dir, rows, tmp_path / "resumed", settings, progress=False)
+    assert summary["resumed_from_step"] == 4
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
