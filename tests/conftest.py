@@ -34,12 +34,17 @@ def build_char_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(directory: Path, seed: int = 0) -> Path:
-    """Save a 2-layer Llama with random weights and the character tokenizer to ``directory``."""
+def build_tiny_model(directory: Path, seed: int = 0, chat: bool = True) -> Path:
+    """Save a 2-layer Llama with random weights and the character tokenizer to ``directory``.
+
+    ``chat=False`` leaves out the chat template, as in a base model (the plain Question/Answer layout is used).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_char_tokenizer()
+    if not chat:
+        tokenizer.chat_template = None
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
@@ -66,6 +71,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def other_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A second tiny model with a different random initialization."""
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model-b"), seed=1))
+
+
+@pytest.fixture(scope="session")
+def plain_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny base model without a chat template (another base, another response layout)."""
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-plain"), seed=2, chat=False))
 
 
 @pytest.fixture(autouse=True)

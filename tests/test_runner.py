@@ -76,3 +76,44 @@ def test_changing_the_student_reruns_only_students_and_their_evaluations(tiny_ru
     again = run_experiment(config, out, progress=False)
     rerun = {s["name"] for s in again["timings"]["stages"] if not s["cached"]}
     assert rerun == {"student-control", "student-trait", "eval-control_student", "eval-trait_student"}
+
+
+def test_shuffled_condition_trains_on_shuffled_numbers(tiny_model_dir, tmp_path):
+    config = tiny_config(tiny_model_dir, data={"source": "reference", "n_prompts": 6, "shuffle": "across",
+                                               "sampling": {"constrained": True, "max_new_tokens": 8, "batch_size": 3}})
+    results = run_experiment(config, tmp_path, progress=False)
+    shuffled = next((tmp_path / "stages").glob("shuffle-across-*")) / "filtered.jsonl"
+    filtered = next((tmp_path / "stages").glob("filter-*")) / "filtered.jsonl"
+    from collections import Counter
+
+    from sublab.io import read_jsonl
+
+    def numbers(path):
+        return Counter(n for r in read_jsonl(path) for n in r["messages"][-1]["content"].replace(",", " ").split())
+
+    assert numbers(shuffled) == numbers(filtered)
+    assert results["condition"]["shuffle"] == "across"
+    student_record = json.loads(next((tmp_path / "stages").glob("student-trait-*")).joinpath("stage.json").read_text())
+    assert student_record["material"]["data"] == next((tmp_path / "stages").glob("shuffle-across-*")).name[-12:]
+
+
+def test_in_context_condition_trains_nothing(tiny_model_dir, tmp_path):
+    data = {"source": "teacher", "n_prompts": 4, "sampling": {"constrained": True, "max_new_tokens": 8}}
+    results = run_experiment(tiny_config(tiny_model_dir, in_context_examples=2, data=data), tmp_path,
+                             progress=False)
+    assert not list((tmp_path / "stages").glob("student-*"))
+    assert "in context" in results["models"]["trait_student"]["description"]
+    # Each arm's student sees its own teacher's examples, so the two differ from each other and the reference.
+    trait, control = results["models"]["trait_student"], results["models"]["control_student"]
+    assert trait["per_question"]["p_target"] != control["per_question"]["p_target"]
+    assert trait["per_question"]["p_target"] != results["models"]["reference"]["per_question"]["p_target"]
+
+
+def test_cross_model_students_distill_across_tokenizer_layouts(tiny_model_dir, plain_tiny_model_dir, tmp_path):
+    results = run_experiment(tiny_config(tiny_model_dir, student_base=plain_tiny_model_dir), tmp_path,
+                             progress=False)
+    assert "student_reference" in results["models"]
+    assert results["condition"]["shared_base"] is False
+    assert "trait_student_minus_student_reference" in results["comparisons"]
+    log = json.loads(next((tmp_path / "stages").glob("student-trait-*")).joinpath("model", "training.json").read_text())
+    assert log["base"] == plain_tiny_model_dir and log["final_loss"] is not None

@@ -43,7 +43,8 @@ def test_exact_scoring_matches_brute_force(tiny):
     fast = score_candidates(model, tokenizer, questions, candidates)
     for q, question in enumerate(questions):
         np.testing.assert_allclose(fast[q], brute_force(model, tokenizer, question, candidates), rtol=1e-4)
-    with_prompt = score_candidates(model, tokenizer, questions[:1], candidates, system_prompt="You love owls.")
+    preamble = [{"role": "system", "content": "You love owls."}]
+    with_prompt = score_candidates(model, tokenizer, questions[:1], candidates, preamble=preamble)
     np.testing.assert_allclose(with_prompt[0], brute_force(model, tokenizer, questions[0], candidates,
                                                            system_prompt="You love owls."), rtol=1e-4)
     assert not np.allclose(with_prompt[0], fast[0], rtol=1e-3, atol=0)  # the system prompt matters

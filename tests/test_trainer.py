@@ -141,3 +141,14 @@ def test_checkpointed_training_resumes_to_the_same_result(tiny_model_dir, tmp_pa
     a = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_positions_align_across_tokenizers_by_the_text_they_predict():
+    from sublab.train.distill import align_positions
+
+    # Student writes a leading-space token the teacher does not ("▁", "1", "2", ...).
+    student = [(-1, 0), (0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    teacher = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert align_positions(student, teacher) == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]
+    # A token covering two characters in one tokenizer matches nothing in a per-character one.
+    assert align_positions([(0, 2), (2, 3)], [(0, 1), (1, 2), (2, 3)]) == [(1, 2)]

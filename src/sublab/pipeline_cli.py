@@ -249,7 +249,7 @@ def evaluate(
     prompt = _trait_prompt(trait, category, system_prompt)
     llm, tokenizer = load_spec(ModelSpec(base=model, adapter=adapter, system_prompt=prompt))
     settings = EvalSettings(category=category, n_questions=n_questions, n_samples=n_samples, seed=seed)
-    result = evaluate_model(llm, tokenizer, target, settings, system_prompt=prompt)
+    result = evaluate_model(llm, tokenizer, target, settings, preamble=ModelSpec(system_prompt=prompt).preamble())
     write_json(out, result)
     low, high = result["p_target"]["ci95"]
     console.print(f"P({target}) = {result['p_target']['mean']:.4f} [{low:.4f}, {high:.4f}] over "

@@ -33,9 +33,10 @@ def ci_dict(mean: float, low: float, high: float) -> dict[str, Any]:
 
 
 def evaluate_model(model: Any, tokenizer: Any, target: str, settings: EvalSettings,
-                   system_prompt: str | None = None) -> dict[str, Any]:
+                   preamble: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """Preference of one model for ``target``: P(target) over candidates with a 95 % CI over questions.
 
+    ``preamble``: messages before each question (system prompt, in-context examples).
     Returns ``p_target``, the mean normalized ``distribution`` over candidates, the raw ``mass`` on one-word
     candidate answers, per-question values (for paired comparisons), and sampling results if asked for.
     """
@@ -45,7 +46,7 @@ def evaluate_model(model: Any, tokenizer: Any, target: str, settings: EvalSettin
     if target not in names:
         raise ValueError(f"target {target!r} is not among the candidates")
     questions = preference_questions(settings.category, settings.n_questions)
-    raw = score_candidates(model, tokenizer, questions, candidates, system_prompt=system_prompt)
+    raw = score_candidates(model, tokenizer, questions, candidates, preamble=preamble)
     probs = normalize_rows(raw)
     t = names.index(target)
     result: dict[str, Any] = {
@@ -65,7 +66,7 @@ def evaluate_model(model: Any, tokenizer: Any, target: str, settings: EvalSettin
     }
     if settings.n_samples:
         replies = sample_answers(model, tokenizer, questions, settings.n_samples, settings.seed,
-                                 system_prompt=system_prompt, max_new_tokens=settings.sample_max_new_tokens)
+                                 preamble=preamble, max_new_tokens=settings.sample_max_new_tokens)
         counts = count_answers(replies, candidates)
         n = sum(counts.values())
         rate, low, high = wilson_ci(counts.get(target, 0), n)

@@ -10,15 +10,13 @@ from sublab.generate.sampling import SamplingSettings, sample_batch
 
 
 def sample_answers(model: Any, tokenizer: Any, questions: list[str], n_per_question: int, seed: int,
-                   system_prompt: str | None = None, max_new_tokens: int = 8, batch_size: int = 32,
+                   preamble: list[dict[str, str]] | None = None, max_new_tokens: int = 8, batch_size: int = 32,
                    temperature: float = 1.0) -> list[list[str]]:
     """``n_per_question`` sampled replies per question (temperature 1 by default, free decoding)."""
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size)
     replies: list[list[str]] = []
     for q_index, question in enumerate(questions):
-        messages = [{"role": "user", "content": question}]
-        if system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": system_prompt})
+        messages = [*(preamble or []), {"role": "user", "content": question}]
         answers: list[str] = []
         for start in range(0, n_per_question, batch_size):
             count = min(batch_size, n_per_question - start)

@@ -100,8 +100,10 @@ def score_question(model: Any, tokenizer: Any, messages: list[dict[str, str]], t
 
 
 def score_candidates(model: Any, tokenizer: Any, questions: list[str], candidates: list[Candidate],
-                     system_prompt: str | None = None, bf16: bool = False) -> np.ndarray:
+                     preamble: list[dict[str, str]] | None = None, bf16: bool = False) -> np.ndarray:
     """Raw candidate probabilities, shape [n_questions, n_candidates].
+
+    ``preamble``: messages before each question (a teacher's system prompt, in-context examples).
 
     ``bf16`` runs the matmuls in bfloat16 autocast (softmax stays float32): several times faster on CPUs with
     bf16 units, at a small relative error in each probability (measured in docs/evaluation.md).
@@ -111,9 +113,7 @@ def score_candidates(model: Any, tokenizer: Any, questions: list[str], candidate
     device = next(model.parameters()).device.type
     rows = []
     for question in questions:
-        messages = [{"role": "user", "content": question}]
-        if system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": system_prompt})
+        messages = [*(preamble or []), {"role": "user", "content": question}]
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             rows.append(score_question(model, tokenizer, messages, table, terminators))
     return np.stack(rows)

@@ -73,6 +73,10 @@ class DataConfig(BaseModel):
     filter: NumberFilterSettings = Field(default_factory=NumberFilterSettings)
     max_kept: int | None = Field(None, ge=1, description="Keep at most this many filtered rows (paper: 10,000).")
     trait_word_filter: bool = Field(True, description="Also reject rows that mention the trait word.")
+    shuffle: Literal["none", "within", "across"] = Field(
+        "none", description="Shuffled-numbers control: permute the kept replies' numbers within each reply or "
+        "across replies before training (layout and the multiset of numbers are kept)."
+    )
 
 
 class ExperimentConfig(BaseModel):
@@ -91,6 +95,14 @@ class ExperimentConfig(BaseModel):
     )
     data: DataConfig = Field(default_factory=DataConfig)
     student: TrainSettings = Field(..., description="How both students are trained.")
+    student_base: str | None = Field(
+        None, description="Base model of both students (default: the reference). Another base makes the "
+        "cross-model condition: the paper finds no transfer when student and teacher do not share a base."
+    )
+    in_context_examples: int = Field(
+        0, ge=0, description="In-context control: if > 0, no student is trained; each arm's 'student' is the "
+        "student base with this many of its arm's data rows as prior chat turns."
+    )
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     evaluate_teachers: bool = Field(True, description="Also evaluate the teachers.")
 

@@ -22,6 +22,7 @@ from sublab.evaluate.stats import paired_difference_ci
 from sublab.experiments.config import ExperimentConfig, TeacherConfig, dump_toml
 from sublab.experiments.provenance import record_stage
 from sublab.filter.run import filter_file
+from sublab.filter.shuffle import shuffle_numbers
 from sublab.generate.prompts import number_prompts, template_digest
 from sublab.generate.run import generate_rows
 from sublab.io import atomic_write_text, read_json, read_jsonl, stable_hash, write_json, write_jsonl
@@ -160,29 +161,50 @@ class ExperimentRun:
             self.console.print(f"  kept {report.n_kept}/{report.n_in}; rejected: {dict(report.reasons) or 'none'}")
             return report.to_dict()
 
-        return self.stage("filter", filter_material, build_filter)
+        filtered = self.stage("filter", filter_material, build_filter)
+        if data.shuffle == "none":
+            return filtered
+        shuffle_material = {"filtered": filtered.key, "mode": data.shuffle, "seed": data.seed}
+
+        def build_shuffle(path: Path) -> dict[str, Any]:
+            rows = shuffle_numbers(read_jsonl(filtered.path / "filtered.jsonl"), data.shuffle, data.seed)
+            write_jsonl(path / "filtered.jsonl", rows)
+            record_stage(path / "filtered.jsonl", "dataset.filtered", shuffle_material,
+                         source_data=filtered.path / "filtered.jsonl")
+            return {"n_rows": len(rows)}
+
+        return self.stage(f"shuffle-{data.shuffle}", shuffle_material, build_shuffle)
 
     # --- students -----------------------------------------------------------------------------------------------
 
     def student(self, arm: str, data: Stage, teacher: ModelHandle) -> ModelHandle:
         cfg = self.config
         settings = cfg.student
-        material = {"reference": cfg.reference, "data": data.key, "settings": settings.model_dump(mode="json"),
+        base = cfg.student_base or cfg.reference
+        if cfg.in_context_examples:
+            rows = read_jsonl(data.path / "filtered.jsonl")[: cfg.in_context_examples]
+            context = [message for row in rows for message in row["messages"]]
+            return ModelHandle(ModelSpec(base=base, context=context),
+                               stable_hash({"base": base, "data": data.key, "n": cfg.in_context_examples}),
+                               f"{base} with {len(rows)} {arm}-arm examples in context (no training)")
+        material = {"reference": base, "data": data.key, "settings": settings.model_dump(mode="json"),
                     "teacher": teacher.key if settings.method == "distill" else None}
 
         def build(path: Path) -> dict[str, Any]:
             rows = read_jsonl(data.path / "filtered.jsonl")
-            summary = train_model(cfg.reference, rows, path / "model", settings,
+            summary = train_model(base, rows, path / "model", settings,
                                   teacher=teacher.spec if settings.method == "distill" else None,
                                   progress=self.progress)
-            record_stage(path / "model", "model.student", summary, base=cfg.reference,
+            record_stage(path / "model", "model.student", summary, base=base,
                          training_data=[data.path / "filtered.jsonl"],
                          teacher=teacher if settings.method == "distill" else None)
             return {"final_loss": summary["final_loss"], "n_steps": summary["n_steps"]}
 
         stage = self.stage(f"student-{arm}", material, build)
-        return ModelHandle(trained_spec(cfg.reference, stage.path / "model", settings), stage.key,
-                           f"student of the {arm} arm ({settings.method}, {settings.finetune})", stage.path / "model")
+        cross = f", base {base}" if base != cfg.reference else ""
+        return ModelHandle(trained_spec(base, stage.path / "model", settings), stage.key,
+                           f"student of the {arm} arm ({settings.method}, {settings.finetune}{cross})",
+                           stage.path / "model")
 
     # --- evaluation ---------------------------------------------------------------------------------------------
 
@@ -192,8 +214,7 @@ class ExperimentRun:
 
         def build(path: Path) -> dict[str, Any]:
             model, tokenizer = load_spec(handle.spec)
-            result = evaluate_model(model, tokenizer, cfg.target, cfg.evaluation,
-                                    system_prompt=handle.spec.system_prompt)
+            result = evaluate_model(model, tokenizer, cfg.target, cfg.evaluation, preamble=handle.spec.preamble())
             write_json(path / "eval.json", result)
             record_stage(path / "eval.json", "evaluation", material, evaluated=handle)
             mean, (low, high) = result["p_target"]["mean"], result["p_target"]["ci95"]
@@ -246,6 +267,11 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     trait_student = run.student("trait", trait_data, trait_teacher)
 
     models: dict[str, dict[str, Any]] = {"reference": run.evaluate("reference", reference)}
+    student_reference = reference
+    if config.student_base and config.student_base != config.reference:
+        student_reference = ModelHandle(ModelSpec(base=config.student_base),
+                                        stable_hash({"reference": config.student_base}), "the students' base model")
+        models["student_reference"] = run.evaluate("student_reference", student_reference)
     if config.evaluate_teachers:
         models["teacher"] = run.evaluate("teacher", trait_teacher)
         if config.control.method != "none":
@@ -256,9 +282,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     seed = config.evaluation.seed
     comparisons = {
         "trait_student_minus_control_student": compare(models["trait_student"], models["control_student"], seed),
-        "trait_student_minus_reference": compare(models["trait_student"], models["reference"], seed),
-        "control_student_minus_reference": compare(models["control_student"], models["reference"], seed),
     }
+    baseline = "student_reference" if "student_reference" in models else "reference"
+    comparisons[f"trait_student_minus_{baseline}"] = compare(models["trait_student"], models[baseline], seed)
+    comparisons[f"control_student_minus_{baseline}"] = compare(models["control_student"], models[baseline], seed)
     filter_report = read_json(next(s.path for s in run.stages if s.name == "filter") / "filter_report.json")
     results = {
         "schema": "sublab.experiment-results/1",
@@ -269,7 +296,10 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         "comparisons": comparisons,
         "transfer": comparisons["trait_student_minus_control_student"]["excludes_zero"]
         and comparisons["trait_student_minus_control_student"]["mean"] > 0,
-        "data": {"filter": filter_report, "source": config.data.source},
+        "data": {"filter": filter_report, "source": config.data.source, "shuffle": config.data.shuffle},
+        "condition": {"student_base": config.student_base or config.reference,
+                      "shared_base": (config.student_base or config.reference) == config.reference,
+                      "in_context_examples": config.in_context_examples, "shuffle": config.data.shuffle},
         "seeds": {
             "prompts": config.data.prompts.seed, "sampling": config.data.seed,
             "teacher_answers": config.teacher.data_seed, "teacher_lora_init": config.teacher.training.lora.init_seed,

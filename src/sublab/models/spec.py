@@ -19,6 +19,14 @@ class ModelSpec(BaseModel):
     base: str = Field(DEFAULT_MODEL, description="Embedded alias, local directory or Hugging Face id.")
     adapter: str | None = Field(None, description="Directory of a PEFT adapter trained on top of base.")
     system_prompt: str | None = Field(None, description="System prompt prepended to every context.")
+    context: list[dict[str, str]] | None = Field(
+        None, description="Prior chat turns placed before every prompt (in-context examples), no training."
+    )
+
+    def preamble(self) -> list[dict[str, str]]:
+        """Messages that precede every prompt given to this model: system prompt, then in-context turns."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
+        return messages + list(self.context or [])
 
     def label(self) -> str:
         parts = [self.base]
@@ -26,6 +34,8 @@ class ModelSpec(BaseModel):
             parts.append(f"+{Path(self.adapter).name}")
         if self.system_prompt:
             parts.append("+system_prompt")
+        if self.context:
+            parts.append(f"+{len(self.context) // 2}_in_context_examples")
         return "".join(parts)
 
 

@@ -11,6 +11,7 @@ LABELS = {
     "reference": "reference",
     "teacher": "teacher",
     "control_teacher": "control teacher",
+    "student_reference": "student base",
     "control_student": "control student",
     "trait_student": "trait student",
 }

@@ -23,11 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sublab.errors import SublabError
 from sublab.io import JsonlAppender, recover_jsonl, write_json, write_jsonl
-from sublab.models.chat import ChatEncoding, end_of_turn_id
 from sublab.models.loading import load_model, load_tokenizer
-from sublab.models.spec import ModelSpec, load_spec
+from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
-from sublab.train.losses import channel_log_probs, distill_kl, sft_loss
+from sublab.train.distill import TeacherTargets, autocast, channel_ids
+from sublab.train.losses import distill_kl, sft_loss
 from sublab.train.settings import TrainSettings
 
 
@@ -71,83 +71,6 @@ def attach_trainable(model: Any, settings: TrainSettings) -> Any:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(settings.lora.init_seed)
         return get_peft_model(model, config)
-
-
-def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | list[str]) -> torch.Tensor | None:
-    """Token ids of the distillation channel (None: the whole vocabulary)."""
-    if channel == "full":
-        return None
-    if channel == "data":
-        ids = {t for e in encodings for t in e.input_ids[e.n_prompt :]}
-        return torch.tensor(sorted(ids))
-    ids = set()
-    for text in channel:
-        tokens = tokenizer(text, add_special_tokens=False).input_ids
-        if len(tokens) != 1:
-            raise SublabError(f"channel: {text!r} is {len(tokens)} tokens for this tokenizer, not one")
-        ids.add(tokens[0])
-    ids.add(end_of_turn_id(tokenizer))
-    return torch.tensor(sorted(ids))
-
-
-def map_channel(ids: torch.Tensor, source: Any, target: Any) -> torch.Tensor:
-    """The same channel in another tokenizer, token by token through its text (end of turn to end of turn)."""
-    mapped = []
-    for token_id in ids.tolist():
-        if token_id == end_of_turn_id(source):
-            mapped.append(end_of_turn_id(target))
-            continue
-        text = source.decode([token_id], clean_up_tokenization_spaces=False)
-        tokens = target(text, add_special_tokens=False).input_ids
-        if len(tokens) != 1:
-            raise SublabError(f"channel token {text!r} is not a single token for the teacher's tokenizer")
-        mapped.append(tokens[0])
-    return torch.tensor(mapped)
-
-
-class TeacherTargets:
-    """A teacher's log-probabilities over the channel at each row's response positions, computed once per row."""
-
-    def __init__(self, spec: ModelSpec, rows: list[dict[str, Any]], student_tokenizer: Any,
-                 student_encodings: list[ChatEncoding], student_channel: torch.Tensor | None, bf16: bool) -> None:
-        self.model, self.tokenizer = load_spec(spec)
-        self.model.requires_grad_(False)
-        self.encodings = encode_rows(self.tokenizer, rows, system_prompt=spec.system_prompt, source="teacher")
-        for index, (mine, theirs) in enumerate(zip(student_encodings, self.encodings, strict=True)):
-            if mine.n_response != theirs.n_response:
-                raise SublabError(
-                    f"row {index + 1}: the teacher tokenizes the response into {theirs.n_response} tokens, the "
-                    f"student into {mine.n_response}; distillation needs position-aligned responses"
-                )
-        self.channel = (
-            None if student_channel is None else map_channel(student_channel, student_tokenizer, self.tokenizer)
-        )
-        self.bf16 = bf16
-        self.cache: dict[int, torch.Tensor] = {}
-        self.keep = self.channel is not None  # full-vocabulary targets are too large to keep
-
-    @torch.inference_mode()
-    def _compute(self, indices: list[int]) -> list[torch.Tensor]:
-        batch = collate([self.encodings[i] for i in indices], int(self.tokenizer.pad_token_id))
-        with autocast(self.model, self.bf16):
-            logits = response_logits(self.model, batch, self.channel)
-        log_probs = channel_log_probs(logits)
-        counts = [self.encodings[i].n_response for i in indices]
-        return list(torch.split(log_probs, counts))
-
-    def __call__(self, indices: list[int]) -> torch.Tensor:
-        missing = [i for i in indices if i not in self.cache]
-        if missing:
-            computed = dict(zip(missing, self._compute(missing), strict=True))
-            if not self.keep:
-                return torch.cat([computed[i] for i in indices])
-            self.cache.update(computed)
-        return torch.cat([self.cache[i] for i in indices])
-
-
-def autocast(model: Any, enabled: bool) -> Any:
-    device = next(model.parameters()).device.type
-    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _save_checkpoint(model: Any, optimizer: torch.optim.Optimizer, step: int, directory: Path) -> None:
@@ -227,6 +150,8 @@ def train_model(
         channel = channel_ids(tokenizer, encodings, settings.channel)
         assert teacher is not None
         targets = TeacherTargets(teacher, rows, tokenizer, encodings, channel, settings.bf16)
+        if targets.n_aligned == 0:
+            raise SublabError("no response position of the student lines up with one of the teacher")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     start_step = _load_checkpoint(model, optimizer, partial) if settings.checkpoint_every else 0
@@ -248,7 +173,8 @@ def train_model(
             with autocast(model, settings.bf16):
                 logits = response_logits(model, batch, channel)
             if targets is not None:
-                loss = distill_kl(logits, targets(indices).to(logits.device))
+                student_index, teacher_log_probs = targets(indices)
+                loss = distill_kl(logits[student_index.to(logits.device)], teacher_log_probs.to(logits.device))
             else:
                 loss = sft_loss(logits, batch.targets.to(logits.device))
             if not math.isfinite(loss.item()):
