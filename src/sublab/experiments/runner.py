@@ -63,12 +63,17 @@ class ExperimentRun:
     console: Console = field(default_factory=Console)
     progress: bool = True
     stages: list[Stage] = field(default_factory=list)
+    #: Optional hook called with a stage folder before its cache check; it may fill the folder with a finished
+    #: copy of the same stage (same key) from elsewhere, e.g. another cell of a sweep.
+    stage_source: Callable[[Path], None] | None = None
 
     def stage(self, name: str, material: dict[str, Any], build: Callable[[Path], dict[str, Any] | None]) -> Stage:
         """Run ``build(folder)`` unless a finished stage with the same key exists; return the stage."""
         key = stable_hash({"stage": name, "version": STAGE_VERSION, **material})
         path = self.out_dir / "stages" / f"{name}-{key}"
         marker = path / "stage.json"
+        if self.stage_source is not None and not marker.is_file():
+            self.stage_source(path)
         if marker.is_file():
             done = read_json(marker)
             stage = Stage(name, key, path, float(done.get("seconds", 0.0)), cached=True)
@@ -244,14 +249,18 @@ def compare(a: dict[str, Any], b: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
-                   console: Console | None = None) -> dict[str, Any]:
-    """Run every stage of ``config`` into ``out_dir`` and write results.json, report.md and figure.png."""
+                   console: Console | None = None,
+                   stage_source: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Run every stage of ``config`` into ``out_dir`` and write results.json, report.md and figure.png.
+
+    ``stage_source``: see :attr:`ExperimentRun.stage_source` (a sweep shares finished stages between cells).
+    """
     from sublab.report.experiment import write_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.toml", dump_toml(config))
-    run = ExperimentRun(config, out_dir, console or Console(), progress)
+    run = ExperimentRun(config, out_dir, console or Console(), progress, stage_source=stage_source)
     started = time.time()
     trait_teacher = run.teacher("teacher", config.teacher)
     control_teacher = run.teacher("control", config.control)

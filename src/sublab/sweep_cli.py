@@ -1,0 +1,122 @@
+"""CLI of sweeps: ``sublab sweep SWEEP.toml --out DIR``, ``sublab sweep status DIR``, ``sublab sweep report DIR``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from sublab.cli import app, console, user_errors
+from sublab.errors import SublabError
+
+
+class _SweepGroup(TyperGroup):
+    """``sublab sweep FILE ...`` means ``sublab sweep run FILE ...``; status and report are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+sweep_app = typer.Typer(cls=_SweepGroup, no_args_is_help=True,
+                        help="Run a grid of experiments (traits × conditions × settings × seeds) and report it.")
+app.add_typer(sweep_app, name="sweep")
+
+STATE_STYLES = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "pending": "dim",
+                "stale": "magenta"}
+
+
+@sweep_app.command("run")
+@user_errors
+def run(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep config (TOML).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder (finished cells are kept).")],
+    executor: Annotated[str | None, typer.Option(help="local, inline, dask or slurm (default: the config's).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Cells at once (local pool / Dask LocalCluster).")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786.")] = None,
+    torch_threads: Annotated[int | None, typer.Option(help="torch threads per cell.")] = None,
+    wait: Annotated[bool, typer.Option(help="slurm: wait for the jobs (--no-wait: submit and return).")] = True,
+    dry_run: Annotated[bool, typer.Option(help="List the cells and exit.")] = False,
+) -> None:
+    """Run every cell of a sweep that is not done yet, then write summary.json, report.md and report.html."""
+    from pydantic import ValidationError
+
+    from sublab.experiments.config import format_validation_error
+    from sublab.experiments.sweep import run_sweep
+    from sublab.experiments.sweep_config import ExecutorSettings, load_sweep
+
+    sweep, base, cells = load_sweep(sweep_file)
+    if dry_run:
+        for cell in cells:
+            console.print(f"{cell.id}  control: {cell.control_trait or 'reference'}", markup=False)
+        console.print(f"{len(cells)} cells")
+        return
+    changes: dict[str, Any] = {"kind": executor, "workers": workers, "dask_address": dask_address,
+                               "torch_threads": torch_threads}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if executor == "dask" and dask_address is None and "workers" not in changes:
+        changes["workers"] = sweep.executor.workers
+    try:
+        settings = ExecutorSettings.model_validate({**sweep.executor.model_dump(), **changes, "wait": wait})
+    except ValidationError as err:
+        raise SublabError(format_validation_error("command line", err)) from None
+    outcome = run_sweep(sweep, base, cells, out, executor=settings, console=console)
+    counts = Counter(o["status"] for o in outcome.outcomes)
+    console.print(f"{outcome.already_done} done before, " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if settings.kind == "slurm" and not settings.wait:
+        console.print(f"follow with: sublab sweep status {out}")
+        return
+    _report(out)
+    if counts.get("failed") or counts.get("busy"):
+        console.print(f"some cells did not finish; see 'sublab sweep status {out}', then rerun to resume")
+        raise typer.Exit(1)
+
+
+@sweep_app.command("status")
+@user_errors
+def status(
+    out: Annotated[Path, typer.Argument(help="Sweep folder.")],
+    state: Annotated[str | None, typer.Option(help="Only cells in this state (done, failed, ...).")] = None,
+) -> None:
+    """Show every cell of a sweep: pending, running, done, failed, interrupted (killed) or stale."""
+    from rich.table import Table
+
+    from sublab.experiments.sweep import sweep_status
+
+    rows = sweep_status(out)
+    counts = Counter(row.state for row in rows)
+    table = Table(title=f"{out}: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()))
+    for column in ("cell", "trait", "condition", "settings", "seed", "state", "time", "tries", "detail"):
+        table.add_column(column, justify="right" if column in {"seed", "time", "tries"} else "left")
+    for row in rows:
+        if state and row.state != state:
+            continue
+        style = STATE_STYLES.get(row.state, "")
+        seconds = "" if row.seconds is None else f"{row.seconds / 60:.1f} min"
+        table.add_row(row.id, row.trait, row.condition, row.settings, str(row.seed),
+                      f"[{style}]{row.state}[/{style}]" if style else row.state, seconds, str(row.attempt or ""),
+                      row.detail)
+    console.print(table)
+
+
+@sweep_app.command("report")
+@user_errors
+def report(out: Annotated[Path, typer.Argument(help="Sweep folder.")]) -> None:
+    """Recompute summary.json from the finished cells and write report.md, figures/ and report.html."""
+    _report(out)
+
+
+def _report(out: Path) -> None:
+    from sublab.experiments.sweep_summary import write_summary
+    from sublab.report.sweep import write_sweep_report
+
+    if write_summary(out) is None:
+        console.print(f"no report yet: no cell of {out} has finished")
+        return
+    files = write_sweep_report(out)
+    console.print(f"summary: {files['summary']}  report: {files['markdown']}  html: {files['html']}")
