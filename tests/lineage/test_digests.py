@@ -74,3 +74,16 @@ def test_helpers():
     assert is_sha256("a" * 64) and not is_sha256("A" * 64) and not is_sha256("a" * 63) and not is_sha256(None)
     assert short("0123456789abcdef" * 4) == "sha256:0123456789ab…"
     assert short(None) == "-"
+
+
+def test_remembered_file_digests_follow_a_replaced_or_edited_file(tmp_path):
+    from sublab.io import atomic_write_bytes
+    from sublab.lineage.digests import file_sha256
+
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"a" * 64)
+    assert file_sha256(path) == hashlib.sha256(b"a" * 64).hexdigest()
+    atomic_write_bytes(path, b"b" * 64)  # same size, new inode
+    assert file_sha256(path) == hashlib.sha256(b"b" * 64).hexdigest()
+    path.write_bytes(b"c" * 65)  # edited in place
+    assert file_sha256(path) == hashlib.sha256(b"c" * 65).hexdigest()

@@ -55,17 +55,33 @@ def directory_files(root: str | Path) -> list[str]:
     return sorted(found)
 
 
+_SEEN: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, remembered for this process while its inode, size and times stay the same.
+
+    A base model is named by most records of a run; this reads its weights once. (Verification does not use
+    it: :mod:`sublab.lineage.verify` always reads the bytes.)
+    """
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _SEEN:
+        _SEEN[key] = sha256_file(path)
+    return _SEEN[key]
+
+
 def directory_digests(root: str | Path) -> dict[str, str]:
     """``{relative path: sha256}`` for every file of a directory artifact."""
     root = Path(root)
-    return {rel: sha256_file(root / rel) for rel in directory_files(root)}
+    return {rel: file_sha256(root / rel) for rel in directory_files(root)}
 
 
 def digest_path(path: str | Path) -> PathDigest:
     """Digest a file (its sha256) or a directory (manifest digest plus each file's sha256)."""
     path = Path(path)
     if path.is_file():
-        return PathDigest(sha256=sha256_file(path), is_dir=False)
+        return PathDigest(sha256=file_sha256(path), is_dir=False)
     if path.is_dir():
         files = directory_digests(path)
         return PathDigest(sha256=manifest_digest(files), is_dir=True, files=files)

@@ -77,3 +77,10 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise SublabError(f"{path}: not an Ed25519 key")
     return key
+
+
+def signing_key(key: str | Path | Ed25519PrivateKey | None) -> Ed25519PrivateKey | None:
+    """A private key to sign with: ``None`` (no signing), a loaded key, or a PEM file to load."""
+    if key is None or isinstance(key, Ed25519PrivateKey):
+        return key
+    return load_private_key(key)

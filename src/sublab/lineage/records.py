@@ -86,17 +86,15 @@ def _join(base: Path, rel: str) -> Path:
     return Path(os.path.normpath(base / rel))
 
 
-def _embedded_cache_dir(name: str) -> Path | None:
-    """The local converted copy of an embedded model, for records made on another machine or before a move.
+def _local_copy(name: str) -> Path | None:
+    """This machine's copy of an embedded or hub model, for records made elsewhere or before a move.
 
-    Its digests are still checked against the record, so a different conversion shows up as a mismatch.
+    Its digests are still checked against the record, so a different conversion or revision shows up as a
+    mismatch.
     """
-    from sublab.models.loading import EMBEDDED_MODELS, cache_root
+    from sublab.lineage.deps import local_model_dir
 
-    if name not in EMBEDDED_MODELS:
-        return None
-    candidate = cache_root() / "models" / name
-    return candidate if candidate.is_dir() else None
+    return local_model_dir(name)
 
 
 def dependency_ref(descriptor: dict[str, Any], record_dir: Path) -> DepRef:
@@ -109,7 +107,7 @@ def dependency_ref(descriptor: dict[str, Any], record_dir: Path) -> DepRef:
     path = _join(record_dir, annotations["path"]) if isinstance(annotations.get("path"), str) else None
     name = str(descriptor.get("name") or descriptor.get("uri") or "?")
     if path is not None and not path.exists():
-        path = _embedded_cache_dir(name) or path
+        path = _local_copy(name) or path
     files = annotations.get("files") if isinstance(annotations.get("files"), dict) else None
     named = isinstance(annotations.get("record"), str)
     upstream = _join(record_dir, annotations["record"]) if named else None

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sublab import __version__
@@ -30,6 +30,10 @@ from sublab.errors import SublabError
 from sublab.io import atomic_write_bytes, sha256_file
 from sublab.lineage.digests import MODEL_CARD, PathDigest, digest_path, is_sha256, named_path, record_path
 from sublab.lineage.dsse import canonical_json, seal
+from sublab.lineage.keys import signing_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -242,22 +246,19 @@ def record_artifact(
     parameters: dict[str, Any],
     dependencies: Sequence[Dependency] = (),
     byproducts: Sequence[dict[str, Any]] = (),
-    sign_key: str | Path | None = None,
+    sign_key: str | Path | Ed25519PrivateKey | None = None,
 ) -> Path:
     """Write ``<artifact>.intoto.jsonl`` beside a file or directory artifact (atomically) and return its path.
 
     ``kind`` is one of :data:`KINDS` (other lowercase dotted names are accepted); ``parameters`` become
-    ``externalParameters``; ``sign_key`` is a PEM Ed25519 private key file. A trained model directory without
-    a ``README.md`` also gets a Hugging Face model card (see :func:`sublab.lineage.card.write_model_card`).
+    ``externalParameters``; ``sign_key`` is a PEM Ed25519 private key file or a loaded key. A trained model
+    directory without a ``README.md`` also gets a Hugging Face model card (see
+    :func:`sublab.lineage.card.write_model_card`).
     """
     artifact = named_path(artifact)
     if not artifact.exists():
         raise SublabError(f"{artifact}: artifact not found, nothing to record")
-    key = None
-    if sign_key is not None:
-        from sublab.lineage.keys import load_private_key
-
-        key = load_private_key(sign_key)
+    key = signing_key(sign_key)
     _auto_model_card(artifact, kind, dependencies)
     statement = build_statement(artifact, kind, parameters, dependencies, byproducts)
     return atomic_write_bytes(record_path(artifact), seal(statement, key))
