@@ -139,6 +139,11 @@ def test_record_of_a_hub_teacher_without_digests_is_declared(lab, tmp_path):
     assert result.exit_code == 0, result.output
     result = invoke("lineage", "risk", student)
     assert result.exit_code == 1 and "SHARED_INIT_DECLARED" in result.stdout
+    result = invoke("lineage", "verify", student)  # nothing on disk to recompute for the hub ids: said, not hidden
+    assert result.exit_code == 0 and "2 inputs named without files (not checked)" in result.stderr
+    report = json.loads(invoke("lineage", "verify", student, "--json").stdout)
+    assert report["declared_inputs"] == [f"base_model '{hub_id}' in {student}.intoto.jsonl",
+                                         f"teacher '{hub_id}' in {data}.intoto.jsonl"]
     assert (student / "README.md").is_file()  # recorded students get a model card
 
 

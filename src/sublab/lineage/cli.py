@@ -89,6 +89,7 @@ def verify(
         _echo_json({"ok": report.ok, "records": [str(r) for r in report.records],
                     "files_checked": report.files_checked, "signatures_verified": report.signatures_verified,
                     "signatures_unchecked": report.signatures_unchecked,
+                    "declared_inputs": report.declared_inputs,
                     "problems": [{"path": str(p.path), "message": p.message} for p in report.problems]})
     else:
         for problem in report.problems:
@@ -98,6 +99,8 @@ def verify(
             summary += f", {report.signatures_verified} signatures verified"
         if report.signatures_unchecked:
             summary += f", {report.signatures_unchecked} signed records not checked (no --key)"
+        if report.declared_inputs:
+            summary += f", {len(report.declared_inputs)} inputs named without files (not checked)"
         verdict = "OK" if report.ok else f"BROKEN: {len(report.problems)} problems"
         typer.echo(f"{verdict}: {summary}", err=True)
     if not report.ok:

@@ -40,6 +40,8 @@ class VerifyReport:
     files_checked: int = 0
     signatures_unchecked: int = 0
     signatures_verified: int = 0
+    #: Inputs a record names without files (a hub id not on disk): nothing to recompute, so not checked.
+    declared_inputs: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -115,7 +117,9 @@ def _check_subjects(rec: Record, st: _State) -> None:
 
 def _check_dependency(dep: DepRef, rec: Record, st: _State) -> None:
     what = f"{dep.role} '{dep.name}' in "
-    if dep.path is not None:
+    if dep.path is None:
+        st.report.declared_inputs.append(f"{dep.role} '{dep.name}' in {rec.path}")
+    else:
         if not dep.path.exists():
             st.problem(dep.path, f"missing (named as {what}{rec.path})")
         elif dep.path.is_dir():
