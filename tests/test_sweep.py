@@ -1,0 +1,220 @@
+"""Running sweeps: every cell once, resumable after a kill, on the local pool, Dask (LocalCluster) and submitit.
+
+Most tests use a scripted cell function that writes synthetic results (known effects) and leaves marker files, so
+executions can be counted; one test runs the real experiment on the tiny model through the CLI.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sublab.errors import SublabError
+from sublab.experiments.sweep import (
+    cell_lock,
+    cell_state,
+    execute_cell,
+    prepare_sweep,
+    run_sweep,
+    sweep_lock,
+    sweep_status,
+)
+from sublab.experiments.sweep_config import ExecutorSettings, expand_cells, parse_sweep
+from sublab.io import read_json
+
+TESTS = Path(__file__).resolve().parent
+N_QUESTIONS = 4
+
+
+def make_sweep(seeds=(0, 1), traits=("owl", "eagle"), test="permutation", steps=2):
+    data = {
+        "name": "fake",
+        "experiment": {
+            "reference": "tiny", "target": "owl",
+            "teacher": {"trait": "owl", "method": "finetune", "training": {"steps": 1}},
+            "data": {"source": "reference", "n_prompts": 4},
+            "student": {"method": "distill", "steps": steps},
+            "evaluation": {"n_questions": N_QUESTIONS, "candidates": ["owl", "eagle", "cat", "dog"]},
+        },
+        "grid": {"traits": {"animal": list(traits)}, "seeds": list(seeds)},
+        "conditions": {"same_init": {"control": "other_trait"},
+                       "cross": {"control": "other_trait", "overrides": {"student_base": "other"}}},
+        "statistics": {"test": test},
+    }
+    sweep, base = parse_sweep(data, "fake.toml")
+    return sweep, base, expand_cells(sweep, base, "fake.toml")
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as handle:
+        handle.write(text + "\n")
+
+
+def counting_cell(config, cell_dir):
+    """A scripted cell: counts its starts and completions, writes synthetic results with a known effect.
+
+    P(trait) ~ 0.01 for control students, + 0.03 for trait students of same-init cells, none across models;
+    a seed effect shared by both arms of a cell. If the sweep folder holds ``kill-after`` (k), the first cell to
+    start after k completions kills its whole process group (the sweep driver and its workers) with SIGKILL.
+    """
+    cell_dir = Path(cell_dir)
+    _append(cell_dir / "starts", str(os.getpid()))
+    sweep_dir = cell_dir.parent.parent
+    kill = sweep_dir / "kill-after"
+    if kill.exists() and len(list(sweep_dir.glob("cells/*/completions"))) >= int(kill.read_text()):
+        kill.unlink()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    record = read_json(cell_dir / "cell.json")
+    rng = np.random.default_rng([record["seed"], zlib.crc32(config.target.encode())])
+    effect = 0.03 if config.student_base is None else 0.0
+    shared = rng.normal(0, 0.002)
+
+    def model(mean):
+        per_question = np.clip(mean + rng.normal(0, 0.003, N_QUESTIONS), 1e-4, 1).tolist()
+        return {"p_target": {"mean": float(np.mean(per_question)), "ci95": [0, 1]},
+                "per_question": {"p_target": per_question}}
+
+    results = {"target": config.target, "models": {
+        "reference": model(0.01), "control_student": model(0.01 + shared),
+        "trait_student": model(0.01 + shared + effect)}}
+    (cell_dir / "results.json").write_text(json.dumps(results))
+    _append(cell_dir / "completions", "1")
+    return {"trait_student": results["models"]["trait_student"]["p_target"]["mean"],
+            "control_student": results["models"]["control_student"]["p_target"]["mean"]}
+
+
+def failing_for_eagle(config, cell_dir):
+    if config.target == "eagle":
+        raise RuntimeError("out of patience\nsecond line")
+    return counting_cell(config, cell_dir)
+
+
+def counts(out: Path, name: str) -> dict[str, int]:
+    return {p.parent.name: len(p.read_text().splitlines()) for p in out.glob(f"cells/*/{name}")}
+
+
+INLINE = ExecutorSettings(kind="inline")
+
+
+def test_every_cell_runs_once_and_a_rerun_skips_them(tmp_path):
+    sweep, base, cells = make_sweep()
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=counting_cell)
+    assert outcome.count("done") == len(cells) == 8 and outcome.already_done == 0
+    assert {row.state for row in sweep_status(tmp_path)} == {"done"}
+    again = run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=counting_cell)
+    assert again.already_done == 8 and again.outcomes == []
+    assert set(counts(tmp_path, "starts").values()) == {1}
+    record = read_json(tmp_path / "cells" / cells[0].id / "cell.json")
+    assert record["config"]["target"] == cells[0].trait and record["seeds"]["student_lora_init"] == 0
+    status = read_json(tmp_path / "cells" / cells[0].id / "status.json")
+    assert status["status"] == "done" and status["attempt"] == 1 and "trait_student" in status["summary"]
+    assert (tmp_path / "sweep.toml").is_file() and read_json(tmp_path / "plan.json")["cells"] == [c.id for c in cells]
+
+
+def test_a_sweep_killed_halfway_resumes_and_runs_no_cell_twice(tmp_path):
+    """The driver and its worker are SIGKILLed at the start of the third cell; a rerun finishes the rest."""
+    (tmp_path / "kill-after").write_text("2")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from test_sweep import counting_cell, make_sweep
+        from sublab.experiments.sweep import run_sweep
+        from sublab.experiments.sweep_config import ExecutorSettings
+        sweep, base, cells = make_sweep()
+        run_sweep(sweep, base, cells, {str(tmp_path)!r}, executor=ExecutorSettings(kind="local", workers=1),
+                  cell_fn=counting_cell)
+    """)
+    driver = subprocess.run([sys.executable, "-c", script], start_new_session=True, capture_output=True,
+                            timeout=300)
+    assert driver.returncode == -signal.SIGKILL, driver.stderr.decode()[-2000:]
+    states = [row.state for row in sweep_status(tmp_path)]
+    assert states == ["done", "done", "interrupted"] + ["pending"] * 5
+    sweep, base, cells = make_sweep()
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=ExecutorSettings(kind="local"),
+                        cell_fn=counting_cell)
+    assert outcome.already_done == 2 and outcome.count("done") == 6
+    assert counts(tmp_path, "completions") == {c.id: 1 for c in cells}  # no cell finished twice
+    starts = counts(tmp_path, "starts")
+    assert starts == {c.id: 2 if c.id == cells[2].id else 1 for c in cells}  # only the killed one restarted
+    assert read_json(tmp_path / "cells" / cells[2].id / "status.json")["attempt"] == 2
+
+
+def test_a_failed_cell_is_recorded_and_rerun(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,))
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=failing_for_eagle)
+    assert outcome.count("failed") == 2 and outcome.count("done") == 2
+    failed = [row for row in sweep_status(tmp_path) if row.state == "failed"]
+    assert {row.trait for row in failed} == {"eagle"}
+    assert failed[0].detail == "RuntimeError: out of patience"
+    assert "Traceback" in (tmp_path / "cells" / failed[0].id / "error.txt").read_text()
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=counting_cell)
+    assert sorted(o["id"] for o in outcome.outcomes) == sorted(row.id for row in failed)
+    assert {row.state for row in sweep_status(tmp_path)} == {"done"}
+
+
+def test_a_changed_config_makes_cells_stale_and_reruns_them(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,))
+    run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=counting_cell)
+    sweep, base, changed = make_sweep(seeds=(0,), steps=3)
+    prepare_sweep(sweep, base, changed, tmp_path)
+    assert {row.state for row in sweep_status(tmp_path)} == {"stale"}
+    outcome = run_sweep(sweep, base, changed, tmp_path, executor=INLINE, cell_fn=counting_cell)
+    assert outcome.count("done") == 4 and set(counts(tmp_path, "completions").values()) == {2}
+
+
+def test_a_running_cell_is_left_alone(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,))
+    folders = prepare_sweep(sweep, base, cells, tmp_path)
+    with cell_lock(folders[0]) as acquired:
+        assert acquired
+        assert cell_state(folders[0]) == "running"
+        assert execute_cell(folders[0], counting_cell)["status"] == "busy"
+    assert not (folders[0] / "starts").exists()
+    assert cell_state(folders[0]) == "pending"
+
+
+def test_a_second_driver_on_the_same_folder_is_refused(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,))
+    with sweep_lock(tmp_path), pytest.raises(SublabError, match="another 'sublab sweep' is running"):
+        run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=counting_cell)
+
+
+def test_status_of_a_folder_that_is_no_sweep(tmp_path):
+    with pytest.raises(SublabError, match=r"not a sweep folder \(no plan.json\)"):
+        sweep_status(tmp_path)
+
+
+def test_dask_local_cluster_runs_every_cell_once(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,))
+    settings = ExecutorSettings(kind="dask", workers=2)
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
+    assert outcome.count("done") == 4
+    assert counts(tmp_path, "completions") == {c.id: 1 for c in cells}
+    pids = {int(p) for c in cells for p in (tmp_path / "cells" / c.id / "starts").read_text().split()}
+    assert os.getpid() not in pids  # ran in the cluster's worker processes
+    again = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
+    assert again.already_done == 4 and again.outcomes == []
+
+
+def test_submitit_local_executor_runs_every_cell_once(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,), traits=("owl",))
+    settings = ExecutorSettings(kind="slurm", slurm={"cluster": "local", "timeout_min": 5, "partition": "gpu"})
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
+    assert outcome.count("done") == 2
+    assert counts(tmp_path, "completions") == {c.id: 1 for c in cells}
+    jobs = read_json(next((tmp_path / "slurm").glob("jobs-*.json")))
+    assert set(jobs) == {c.id for c in cells}
+
+
+def test_submitit_rejects_unknown_parameters(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,), traits=("owl",))
+    settings = ExecutorSettings(kind="slurm", slurm={"cluster": "local", "parameters": {"gpus_per_nod": 1}})
+    with pytest.raises(SublabError, match=r"executor.slurm.parameters"):
+        run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)

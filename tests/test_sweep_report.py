@@ -1,0 +1,98 @@
+"""Sweep summary and report from saved files: known synthetic effects found, Holm families, HTML and markdown."""
+
+import json
+import re
+
+import pytest
+
+from sublab.experiments.sweep import execute_cell, prepare_sweep, run_sweep
+from sublab.experiments.sweep_config import ExecutorSettings
+from sublab.experiments.sweep_summary import write_summary
+from sublab.report.sweep import power_sentence, write_sweep_report
+from test_sweep import counting_cell, make_sweep
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    sweep, base, cells = make_sweep(seeds=range(6))
+    run_sweep(sweep, base, cells, out, executor=ExecutorSettings(kind="inline"), cell_fn=counting_cell)
+    return out, write_summary(out)
+
+
+def _strict(text):
+    def refuse(constant):
+        raise ValueError(constant)
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_summary_finds_the_known_effect_and_only_it(finished):
+    _, summary = finished
+    groups = {(g["condition"], g["trait"]): g for g in summary["groups"]}
+    assert set(groups) == {(c, t) for c in ("same_init", "cross") for t in ("owl", "eagle")}
+    for trait in ("owl", "eagle"):
+        same, cross = groups[("same_init", trait)], groups[("cross", trait)]
+        assert same["n_seeds"] == 6 and len(same["models"]["trait_student"]["per_seed"]) == 6
+        low, high = same["effects"]["difference"]["ci95"]
+        assert low < 0.03 < high and low > 0
+        assert same["effects"]["ratio"]["mean"] > 2.5
+        assert same["permutation"]["p"] == pytest.approx(1 / 64)  # every seed agrees: the smallest exact p
+        assert same["test"]["reject"] and same["test"]["family_size"] == 2
+        assert same["test"]["p_holm"] == pytest.approx(2 / 64)
+        assert same["mixed_model"]["p"] < 0.001 and same["n_questions"] == 4
+        assert not cross["test"]["reject"]
+        assert cross["effects"]["difference"]["ci95"][0] < 0 < cross["effects"]["difference"]["ci95"][1]
+    assert summary["states"] == {"done": 24} and summary["not_done"] == []
+
+
+def test_summary_file_is_strict_json(finished):
+    out, _ = finished
+    saved = _strict((out / "summary.json").read_text())
+    assert saved["schema"] == "sublab.sweep-summary/1" and saved["test"] == "permutation"
+
+
+def test_report_files_are_drawn_from_the_summary(finished):
+    out, _ = finished
+    files = write_sweep_report(out)
+    markdown = files["markdown"].read_text()
+    assert "**same_init**" in markdown and "for 2 of 2 traits" in markdown and "for 0 of 2 traits" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| animal |")]
+    assert len(rows) == 4 and sum("| transfer |" in r for r in rows) == 2
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):
+        assert (out / link).read_bytes()[:4] == b"\x89PNG"
+    page = files["html"].read_text()
+    assert page.startswith("<!doctype html>") and page.count('src="data:image/png;base64,') == 3
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched: opens offline, anywhere
+    assert "<td>owl (vs eagle)</td>" in page
+
+
+def test_a_partial_sweep_reports_what_is_missing(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0, 1))
+    folders = prepare_sweep(sweep, base, cells, tmp_path)
+    for folder in folders[:5]:
+        execute_cell(folder, counting_cell)
+    summary = write_summary(tmp_path)
+    assert summary["states"] == {"done": 5, "pending": 3} and len(summary["not_done"]) == 3
+    assert sorted(g["n_seeds"] for g in summary["groups"]) == [1, 1, 1, 2]
+    one_seed = next(g for g in summary["groups"] if g["n_seeds"] == 1)
+    assert one_seed["test"]["p_holm"] is None and one_seed["models"]["trait_student"]["ci95"][0] is None
+    assert power_sentence(_strict((tmp_path / "summary.json").read_text())).startswith("With 2 seeds")
+    report = write_sweep_report(tmp_path)["markdown"].read_text()
+    assert "5 of 8 cells finished" in report and "no test" in report
+
+
+def test_no_finished_cell_writes_no_summary(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,))
+    prepare_sweep(sweep, base, cells, tmp_path)
+    assert write_summary(tmp_path) is None and not (tmp_path / "summary.json").exists()
+
+
+def test_mixed_model_can_drive_the_verdicts(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0, 1, 2), test="mixed_model")
+    run_sweep(sweep, base, cells, tmp_path, executor=ExecutorSettings(kind="inline"), cell_fn=counting_cell)
+    summary = write_summary(tmp_path)
+    same = [g for g in summary["groups"] if g["condition"] == "same_init"]
+    assert all(g["test"]["method"] == "mixed_model" and g["test"]["p"] == g["mixed_model"]["p"] for g in same)
+    assert all(g["test"]["reject"] for g in same)  # three seeds suffice when every seed agrees
+    assert all(g["permutation"]["p"] == pytest.approx(1 / 8) for g in same)  # where the exact test cannot
