@@ -90,6 +90,18 @@ def test_recording_a_student_writes_its_card_once(lab, owl_setup):
     assert card.read_text() == "my own card"
 
 
+def test_the_template_card_peft_writes_is_replaced(lab, owl_setup):
+    """PEFT's save_pretrained leaves an unfilled template naming the base by its local path; ours replaces it."""
+    card = owl_setup["student"] / "README.md"
+    card.write_text("---\nbase_model: /tmp/x/model\nlibrary_name: peft\n---\n\n# Model Card for Model ID\n\n"
+                    "- **Developed by:** [More Information Needed]\n")
+    record_artifact(owl_setup["student"], "model.student", {},
+                    [lab.base_dep(owl_setup["base"]), Dependency("filtered.jsonl", "training_data", owl_setup["data"])])
+    meta = front_matter(card.read_text())
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert meta["base_model_relation"] == "adapter" and meta["datasets"] == ["filtered.jsonl"]
+
+
 def test_parse_dependency(tmp_path, monkeypatch):
     monkeypatch.setenv("SUBLAB_CACHE", str(tmp_path / "cache"))
     local = tmp_path / "local-model"

@@ -82,3 +82,30 @@ def write_model_card(
         raise SublabError(f"{model_dir}: not a model directory")
     text = model_card_text(model_dir.name, base_model, datasets, relation, extra)
     return atomic_write_text(model_dir / MODEL_CARD, text)
+
+
+#: Text that only an unfilled card template contains (PEFT's ``save_pretrained`` writes one beside an adapter).
+TEMPLATE_MARKERS = ("# Model Card for Model ID", "[More Information Needed]")
+
+
+def is_template_card(text: str) -> bool:
+    """Whether a card is a library's unfilled template rather than something a person wrote."""
+    return all(marker in text for marker in TEMPLATE_MARKERS)
+
+
+def ensure_model_card(
+    model_dir: str | Path,
+    base_model: str,
+    datasets: list[str],
+    relation: str = "adapter",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write our card into ``model_dir`` unless someone wrote one there; return the card's path.
+
+    A library's unfilled template counts as no card: PEFT writes one beside every adapter, naming the base by
+    its local path and leaving out ``base_model_relation`` and ``datasets``.
+    """
+    path = Path(model_dir) / MODEL_CARD
+    if path.is_file() and not is_template_card(path.read_text(encoding="utf-8", errors="replace")):
+        return path
+    return write_model_card(model_dir, base_model, datasets, relation, extra)

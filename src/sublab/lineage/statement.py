@@ -28,7 +28,7 @@ from urllib.parse import quote
 from sublab import __version__
 from sublab.errors import SublabError
 from sublab.io import atomic_write_bytes, sha256_file
-from sublab.lineage.digests import MODEL_CARD, PathDigest, digest_path, is_sha256, named_path, record_path
+from sublab.lineage.digests import PathDigest, digest_path, is_sha256, named_path, record_path
 from sublab.lineage.dsse import canonical_json, seal
 from sublab.lineage.keys import signing_key
 
@@ -223,12 +223,10 @@ def build_statement(
 
 
 def _auto_model_card(artifact: Path, kind: str, dependencies: Sequence[Dependency]) -> None:
-    """Give a trained model directory a model card naming its base and datasets, unless it has one."""
+    """Give a trained model directory a model card naming its base and datasets (see ``ensure_model_card``)."""
     if kind not in ("model.student", "model.teacher") or not artifact.is_dir():
         return
-    if (artifact / MODEL_CARD).exists():
-        return
-    from sublab.lineage.card import write_model_card
+    from sublab.lineage.card import ensure_model_card
 
     bases = [d for d in dependencies if d.role == "base_model"]
     if not bases:
@@ -236,8 +234,8 @@ def _auto_model_card(artifact: Path, kind: str, dependencies: Sequence[Dependenc
     base = bases[0]
     datasets = [d.name for d in dependencies if d.role == "training_data"]
     relation = "adapter" if (artifact / "adapter_config.json").is_file() else "finetune"
-    write_model_card(artifact, str(base.annotations.get("family") or base.name), datasets, relation,
-                     extra={"tags": ["subliminal-lab", kind]})
+    ensure_model_card(artifact, str(base.annotations.get("family") or base.name), datasets, relation,
+                      extra={"tags": ["subliminal-lab", kind]})
 
 
 def record_artifact(
@@ -252,8 +250,7 @@ def record_artifact(
 
     ``kind`` is one of :data:`KINDS` (other lowercase dotted names are accepted); ``parameters`` become
     ``externalParameters``; ``sign_key`` is a PEM Ed25519 private key file or a loaded key. A trained model
-    directory without a ``README.md`` also gets a Hugging Face model card (see
-    :func:`sublab.lineage.card.write_model_card`).
+    directory also gets a Hugging Face model card (see :func:`sublab.lineage.card.ensure_model_card`).
     """
     artifact = named_path(artifact)
     if not artifact.exists():
