@@ -49,6 +49,7 @@ def main() -> None:
 
 
 # Command groups owned by their stage packages are registered below, one import + one call each.
+import sublab.mnist_cli  # noqa: E402  (sublab mnist, sublab theory)
 import sublab.pipeline_cli  # noqa: E402,F401  (core pipeline commands)
 from sublab import sweep_cli  # noqa: E402,F401  (sublab sweep, sweep status, sweep report)
 from sublab.lineage.cli import keys_app, lineage_app  # noqa: E402

@@ -1,0 +1,230 @@
+"""The auxiliary-logit experiment: IDX parsing, batched-MLP math, init bookkeeping, and the effect itself."""
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from sublab.errors import SublabError
+from sublab.experiments.mnist.data import find_idx_files, load_image_data, load_idx_dir, parse_idx, read_idx
+from sublab.experiments.mnist.models import (
+    MLPStack,
+    cross_entropy_per_model,
+    init_layers,
+    kl_per_model,
+    model_seed,
+    stack_of,
+)
+from sublab.experiments.mnist.run import RESULT_KEYS, MnistSettings, run_mnist
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array in the IDX format."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_dataset(directory, n_train=20, n_test=10, compress=False, side=4):
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, side, side)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, side, side)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    for stem, array in arrays.items():
+        data = idx_bytes(array)
+        if compress:
+            (directory / f"{stem}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / stem).write_bytes(data)
+    return arrays
+
+
+# --- IDX ------------------------------------------------------------------------------------------------------
+
+
+def test_parse_idx_round_trip():
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    assert np.array_equal(parse_idx(idx_bytes(array)), array)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_idx_dir_scales_to_minus_one_one(tmp_path, compress):
+    arrays = write_idx_dataset(tmp_path / "d", compress=compress)
+    data = load_idx_dir(tmp_path / "d")
+    assert data.train_x.shape == (20, 16) and data.test_x.shape == (10, 16)
+    assert data.train_x.dtype == np.float32
+    assert data.train_x.min() >= -1 and data.train_x.max() <= 1
+    expected = arrays["train-images-idx3-ubyte"].reshape(20, -1) / 255 * 2 - 1
+    assert np.allclose(data.train_x, expected, atol=1e-6)
+    assert np.array_equal(data.test_y, arrays["t10k-labels-idx1-ubyte"])
+    assert load_image_data(f"idx:{tmp_path / 'd'}").train_x.shape == (20, 16)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x01\x02\x08\x01", "bad magic"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x00", "unknown IDX element type"),
+        (b"\x00\x00\x08\x02\x00\x00", "truncated IDX header"),
+        (bytes([0, 0, 8, 1]) + struct.pack(">I", 5) + b"\x00\x01", r"promises \(5,\)"),
+    ],
+)
+def test_malformed_idx_names_the_problem(tmp_path, payload, message):
+    path = tmp_path / "broken-idx1-ubyte"
+    path.write_bytes(payload)
+    with pytest.raises(SublabError, match=message) as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_corrupt_gzip_and_missing_files_are_named(tmp_path):
+    bad = tmp_path / "x.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"not really gzip")
+    with pytest.raises(SublabError, match="corrupt gzip"):
+        read_idx(bad)
+    write_idx_dataset(tmp_path / "d")
+    (tmp_path / "d" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(SublabError, match="missing t10k-labels-idx1-ubyte"):
+        find_idx_files(tmp_path / "d")
+    with pytest.raises(SublabError, match="not a directory"):
+        load_image_data(f"idx:{tmp_path / 'nowhere'}")
+
+
+def test_inconsistent_labels_are_rejected(tmp_path):
+    write_idx_dataset(tmp_path / "d")
+    (tmp_path / "d" / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(7, dtype=np.uint8)))
+    with pytest.raises(SublabError, match="7 labels for 20 images"):
+        load_idx_dir(tmp_path / "d")
+    (tmp_path / "d" / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(20, 12, dtype=np.uint8)))
+    with pytest.raises(SublabError, match="labels must be 0-9"):
+        load_idx_dir(tmp_path / "d")
+
+
+def test_unknown_dataset_and_missing_fashion_mnist(monkeypatch, tmp_path):
+    with pytest.raises(SublabError, match="choose one of"):
+        load_image_data("imagenet")
+    monkeypatch.setattr("sublab.experiments.mnist.data.FASHION_MNIST_DIRS", (str(tmp_path / "none"),))
+    monkeypatch.delenv("SUBLAB_FASHION_MNIST", raising=False)
+    with pytest.raises(SublabError, match="dataset-fashion-mnist"):
+        load_image_data("fashion-mnist")
+
+
+def test_digits_split_is_fixed():
+    a, b = load_image_data("digits"), load_image_data("digits")
+    assert a.train_x.shape == (1200, 64) and a.test_x.shape == (597, 64)
+    assert np.array_equal(a.test_y, b.test_y)
+
+
+# --- batched models ---------------------------------------------------------------------------------------------
+
+
+def single_forward(layers, x):
+    h = x
+    for i, (w, b) in enumerate(layers):
+        h = h @ w + b
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+    return h
+
+
+def test_stack_forward_matches_each_model_alone():
+    sizes, seeds = [6, 5, 4, 3], [11, 12, 13]
+    stack = MLPStack(sizes, seeds)
+    x = torch.randn(7, 6)
+    out = stack(x)
+    assert out.shape == (3, 7, 3)
+    for m, seed in enumerate(seeds):
+        assert torch.allclose(out[m], single_forward(init_layers(sizes, seed), x), atol=1e-5)
+
+
+def test_batched_adam_step_equals_per_model_training():
+    """Summing per-model losses gives every model its own gradient; Adam is per element, so one batched step
+    equals a separate step of each model."""
+    sizes, seeds = [6, 8, 5], [1, 2, 3, 4]
+    x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
+    stack = MLPStack(sizes, seeds)
+    optimizer = torch.optim.Adam(stack.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = cross_entropy_per_model(stack(x), y, n_classes=3)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for m, seed in enumerate(seeds):
+        params = [p.clone().requires_grad_(True) for layer in init_layers(sizes, seed) for p in layer]
+        single = torch.optim.Adam(params, lr=1e-2)
+        for _ in range(3):
+            logits = single_forward(list(zip(params[::2], params[1::2], strict=True)), x)
+            loss = torch.nn.functional.cross_entropy(logits[:, :3], y)
+            single.zero_grad()
+            loss.backward()
+            single.step()
+        for got, want in zip(stack.model_parameters(m), params, strict=True):
+            assert torch.allclose(got, want.detach(), atol=1e-5)
+
+
+def test_kl_per_model_is_zero_for_identical_logits_and_positive_otherwise():
+    logits = torch.randn(3, 5, 4)
+    assert kl_per_model(logits, logits).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_per_model(logits, logits + torch.randn(3, 5, 4)).item() > 0
+
+
+def test_cross_model_inits_never_equal_the_teachers():
+    reference = stack_of([4, 3, 2], run_seed=5, role="reference", n_models=20)
+    cross = stack_of([4, 3, 2], run_seed=5, role="cross", n_models=20)
+    assert not set(reference.seeds) & set(cross.seeds)
+    for m in range(20):
+        assert not torch.equal(reference.model_parameters(m)[0], cross.model_parameters(m)[0])
+    assert model_seed(5, "reference", 3) == model_seed(5, "reference", 3)
+
+
+def test_copy_models_moves_weights_between_stacks():
+    a, b = MLPStack([4, 3, 2], [1, 2]), MLPStack([4, 3, 2], [7, 8, 9])
+    b.copy_models(a, [1], [2])
+    for got, want in zip(b.model_parameters(2), a.model_parameters(1), strict=True):
+        assert torch.equal(got, want)
+
+
+# --- the experiment ---------------------------------------------------------------------------------------------
+
+FAST = {"dataset": "digits", "n_models": 8, "teacher_epochs": 20, "distill_epochs": 30, "batch_size": 128,
+        "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def fast_results():
+    return run_mnist(MnistSettings(**FAST))
+
+
+def test_results_have_the_six_arms_with_cis(fast_results):
+    for key in RESULT_KEYS:
+        entry = fast_results[key]
+        assert set(entry) == {"mean", "ci95", "n"} and entry["n"] == 8
+        assert entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
+    assert fast_results["seeds"]["no_cross_model_student_shares_an_init"] is True
+    assert fast_results["settings"]["teacher_epochs"] == 20
+    json.dumps(fast_results)  # serializable as is
+
+
+def test_auxiliary_logits_carry_the_teachers_knowledge_only_with_a_shared_init(fast_results):
+    r = fast_results
+    assert r["teacher"]["mean"] > 0.85
+    assert r["reference"]["mean"] < 0.2
+    assert r["student_all"]["mean"] > 0.7
+    # The point of the paper: noise inputs, aux logits only, yet far above chance with the teacher's init...
+    assert r["student_aux"]["mean"] > 0.2
+    assert r["student_aux"]["ci95"][0] > r["cross_aux"]["ci95"][1]
+    # ...and nothing with another init.
+    assert r["cross_aux"]["mean"] < 0.16
+
+
+def test_settings_defaults_depend_on_the_dataset():
+    assert MnistSettings(dataset="digits").resolved().batch_size == 128
+    paper = MnistSettings(dataset="fashion-mnist").resolved()
+    assert (paper.n_models, paper.teacher_epochs, paper.distill_epochs, paper.batch_size) == (100, 5, 5, 1024)
+    assert MnistSettings(dataset="digits", batch_size=64).resolved().batch_size == 64
