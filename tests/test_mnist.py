@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sublab.errors import SublabError
-from sublab.experiments.mnist.data import find_idx_files, load_image_data, load_idx_dir, parse_idx, read_idx
+from sublab.experiments.mnist.data import find_idx_files, load_idx_dir, load_image_data, parse_idx, read_idx
 from sublab.experiments.mnist.models import (
     MLPStack,
     cross_entropy_per_model,
