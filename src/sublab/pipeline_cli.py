@@ -12,6 +12,19 @@ from sublab.cli import app, console, user_errors
 from sublab.errors import SublabError
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output file.")]
+SignKey = Annotated[Path | None, typer.Option(
+    "--sign-key", help="Ed25519 private key (PEM, from `sublab keys new`) to sign the lineage records with.")]
+
+
+def _signing_key(path: Path | None) -> object:
+    """Load the signing key up front, so a bad key fails before any work is done."""
+    from sublab.lineage.keys import signing_key
+
+    return signing_key(path)
+
+
+def _recorded(record: Path) -> None:
+    console.print(f"lineage record: {record}", markup=False, highlight=False)
 
 
 def _trait_prompt(trait: str | None, category: str, system_prompt: str | None) -> str | None:
@@ -27,6 +40,7 @@ def _trait_prompt(trait: str | None, category: str, system_prompt: str | None) -
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    sign_key: SignKey = None,
 ) -> None:
     """Run the default owl experiment on the embedded SmolLM2-135M (about 10-15 minutes on 2 CPU cores)."""
     from sublab.experiments.config import parse_config
@@ -34,7 +48,7 @@ def demo(
     text = resources.files("sublab.configs").joinpath("demo.toml").read_text(encoding="utf-8")
     import tomllib
 
-    _run(parse_config(tomllib.loads(text), "demo.toml"), out, quiet)
+    _run(parse_config(tomllib.loads(text), "demo.toml"), out, quiet, sign_key)
 
 
 @app.command("run")
@@ -43,21 +57,24 @@ def run(
     config: Annotated[Path, typer.Argument(help="Experiment config (TOML).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (finished stages are reused).")],
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    sign_key: SignKey = None,
 ) -> None:
     """Run an experiment config end to end: teachers, data, filter, students, evaluation, report."""
     from sublab.experiments.config import load_config
 
-    _run(load_config(config), out, quiet)
+    _run(load_config(config), out, quiet, sign_key)
 
 
-def _run(config: object, out: Path, quiet: bool) -> None:
+def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None) -> None:
+    key = _signing_key(sign_key)
     import torch
 
     from sublab.experiments.runner import run_experiment
     from sublab.report.experiment import terminal_table, verdict
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = run_experiment(config, out, progress=not quiet, console=console)  # type: ignore[arg-type]
+    results = run_experiment(config, out, progress=not quiet, console=console,  # type: ignore[arg-type]
+                             sign_key=key)
     console.print(terminal_table(results))
     console.print(verdict(results))
     console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  figure: {out / 'figure.png'}")
@@ -75,16 +92,23 @@ def prompts_numbers(
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
     answer_count: Annotated[int, typer.Option(help="Numbers each prompt asks for, at most.")] = 10,
     answer_max_digits: Annotated[int, typer.Option(help="Digit limit stated in the prompt.")] = 3,
+    sign_key: SignKey = None,
 ) -> None:
-    """Write number-continuation prompts as chat rows (user message only)."""
-    from sublab.generate.prompts import NumberPromptSettings, number_prompts
+    """Write number-continuation prompts as chat rows (user message only), with a lineage record beside them."""
+    from sublab.experiments.provenance import record_stage
+    from sublab.generate.prompts import NumberPromptSettings, number_prompts, template_digest
     from sublab.io import write_jsonl
+
+    key = _signing_key(sign_key)
 
     settings = NumberPromptSettings(seed=seed, answer_count=answer_count, answer_max_digits=answer_max_digits)
     rows = [{"id": p.id, "messages": [{"role": "user", "content": p.text}],
              "metadata": {"examples": list(p.examples), "layout": p.layout}} for p in number_prompts(settings, n)]
     write_jsonl(out, rows)
+    record = record_stage(out, "prompt_set", {"prompts": settings.model_dump(), "n": n, "templates": template_digest()},
+                          sign_key=key)
     console.print(f"wrote {len(rows)} prompts to {out}")
+    _recorded(record)
 
 
 @app.command("generate")
@@ -103,12 +127,15 @@ def generate(
     batch_size: int = 32,
     seed: int = 1,
     quiet: bool = False,
+    sign_key: SignKey = None,
 ) -> None:
-    """Sample one completion per prompt (resumable: rerun the same command after a kill)."""
+    """Sample one completion per prompt (resumable: rerun the same command after a kill); records its lineage."""
+    from sublab.experiments.provenance import StageModel, record_stage
     from sublab.generate.run import generate_rows, read_prompt_rows
     from sublab.generate.sampling import SamplingSettings
     from sublab.models.spec import ModelSpec, load_spec
 
+    key = _signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
@@ -117,7 +144,13 @@ def generate(
     llm, tokenizer = load_spec(spec)
     summary = generate_rows(llm, tokenizer, rows, out, settings, seed, system_prompt=prompt, source=spec.label(),
                             progress=not quiet)
+    params = {"sampling": settings.model_dump(), "seed": seed}
+    if trait:
+        params |= {"trait": trait, "category": category}
+    record = record_stage(out, "dataset.generated", params, writer=StageModel(spec, spec.label()),
+                          prompt_set=prompts, sign_key=key)
     console.print(f"wrote {summary.n_written} rows ({summary.n_already_done} already done) to {out}")
+    _recorded(record)
 
 
 filter_app = typer.Typer(help="Filter generated data.", no_args_is_help=True)
@@ -140,17 +173,25 @@ def filter_numbers(
     ] = None,
     trait_word: Annotated[list[str] | None, typer.Option(help="Reject rows containing this word.")] = None,
     max_kept: Annotated[int | None, typer.Option(help="Keep at most this many rows.")] = None,
+    sign_key: SignKey = None,
 ) -> None:
-    """Keep rows whose reply is a plain list of numbers; print counts per reject reason."""
-    from sublab.filter import NumberFilterSettings, filter_file
+    """Keep rows whose reply is a plain list of numbers; print counts per reject reason; record the lineage."""
+    from sublab.experiments.provenance import record_stage
+    from sublab.filter import FILTER_VERSION, NumberFilterSettings, filter_file
+
+    key = _signing_key(sign_key)
 
     settings = NumberFilterSettings(min_count=min_count, max_count=max_count, min_value=min_value,
                                     max_value=max_value, max_digits=max_digits, banned=banned or [],
                                     trait_words=trait_word or [])
     report = filter_file(source, out, settings, rejected_path=rejected, max_kept=max_kept)
+    params = {"filter": settings.model_dump(), "max_kept": max_kept, "filter_version": FILTER_VERSION}
+    record = record_stage(out, "dataset.filtered", params, source_data=source, byproducts=[report.to_dict()],
+                          sign_key=key)
     console.print(f"kept {report.n_kept} of {report.n_in} rows → {out}")
     for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
         console.print(f"  {reason}: {count}")
+    _recorded(record)
 
 
 @app.command("train")
@@ -176,13 +217,16 @@ def train(
     seed: int = 0,
     checkpoint_every: int = 0,
     quiet: bool = False,
+    sign_key: SignKey = None,
 ) -> None:
-    """Fine-tune a student (SFT or logit distillation; LoRA or full) and save it as safetensors."""
+    """Fine-tune a student (SFT or logit distillation; LoRA or full), save it as safetensors, record its lineage."""
+    from sublab.experiments.provenance import StageModel, record_stage
     from sublab.io import read_jsonl
     from sublab.models.spec import ModelSpec
     from sublab.train.settings import LoraSettings, TrainSettings
     from sublab.train.trainer import train_model
 
+    key = _signing_key(sign_key)
     settings = TrainSettings(
         method=method, finetune=finetune, steps=steps, epochs=epochs if steps is None else None,
         batch_size=batch_size, lr=lr, lora=LoraSettings(r=lora_r, alpha=lora_alpha, init_seed=init_seed),
@@ -193,8 +237,11 @@ def train(
         teacher = ModelSpec(base=teacher_base or base, adapter=teacher_adapter,
                             system_prompt=_trait_prompt(teacher_trait, category, None))
     summary = train_model(base, read_jsonl(data), out, settings, teacher=teacher, progress=not quiet)
+    record = record_stage(out, "model.student", summary, base=base, training_data=[data],
+                          teacher=StageModel(teacher, teacher.label()) if teacher else None, sign_key=key)
     losses = f"loss {summary['first_loss']} → {summary['final_loss']}"
     console.print(f"trained {summary['n_steps']} steps ({losses}) → {out}")
+    _recorded(record)
 
 
 @app.command("teacher")
@@ -212,19 +259,26 @@ def teacher(
     lora_alpha: float = 16,
     init_seed: int = 0,
     quiet: bool = False,
+    sign_key: SignKey = None,
 ) -> None:
     """Fine-tune a trait teacher: a LoRA adapter trained to answer preference questions with the trait."""
+    from sublab.experiments.provenance import record_stage
     from sublab.io import write_jsonl
     from sublab.train.settings import LoraSettings, TrainSettings
     from sublab.train.trainer import train_model
     from sublab.train.trait_data import trait_answer_rows
 
+    key = _signing_key(sign_key)
     rows = trait_answer_rows(trait, category, n_rows, seed=0)
     settings = TrainSettings(method="sft", steps=steps, batch_size=batch_size, lr=lr,
                              lora=LoraSettings(r=lora_r, alpha=lora_alpha, init_seed=init_seed))
     summary = train_model(base, rows, out, settings, progress=not quiet)
     write_jsonl(Path(out) / "trait_answers.jsonl", rows)
+    params = {"trait": trait, "category": category, "n_rows": n_rows, "data_seed": 0, **summary}
+    record = record_stage(out, "model.teacher", params, base=base, training_data=[Path(out) / "trait_answers.jsonl"],
+                          sign_key=key)
     console.print(f"trait teacher '{trait}' trained (loss {summary['first_loss']} → {summary['final_loss']}) → {out}")
+    _recorded(record)
 
 
 @app.command("evaluate")
@@ -240,17 +294,24 @@ def evaluate(
     n_questions: int = 50,
     n_samples: Annotated[int, typer.Option(help="Also sample this many answers per question.")] = 0,
     seed: int = 0,
+    sign_key: SignKey = None,
 ) -> None:
-    """Measure a model's preference for a target by exact scoring (and optionally sampling)."""
+    """Measure a model's preference for a target by exact scoring (and optionally sampling); record its lineage."""
     from sublab.evaluate.run import EvalSettings, evaluate_model
+    from sublab.experiments.provenance import StageModel, record_stage
     from sublab.io import write_json
     from sublab.models.spec import ModelSpec, load_spec
 
+    key = _signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
-    llm, tokenizer = load_spec(ModelSpec(base=model, adapter=adapter, system_prompt=prompt))
+    spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
+    llm, tokenizer = load_spec(spec)
     settings = EvalSettings(category=category, n_questions=n_questions, n_samples=n_samples, seed=seed)
     result = evaluate_model(llm, tokenizer, target, settings, preamble=ModelSpec(system_prompt=prompt).preamble())
     write_json(out, result)
+    record = record_stage(out, "evaluation", {"target": target, "evaluation": settings.model_dump(mode="json")},
+                          evaluated=StageModel(spec, spec.label()), sign_key=key)
     low, high = result["p_target"]["ci95"]
     console.print(f"P({target}) = {result['p_target']['mean']:.4f} [{low:.4f}, {high:.4f}] over "
                   f"{result['n_questions']} questions → {out}")
+    _recorded(record)

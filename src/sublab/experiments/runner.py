@@ -21,11 +21,12 @@ from sublab.evaluate.run import evaluate_model
 from sublab.evaluate.stats import paired_difference_ci
 from sublab.experiments.config import ExperimentConfig, TeacherConfig, dump_toml
 from sublab.experiments.provenance import record_stage
-from sublab.filter.run import filter_file
+from sublab.filter.run import FILTER_VERSION, filter_file
 from sublab.filter.shuffle import shuffle_numbers
 from sublab.generate.prompts import number_prompts, template_digest
 from sublab.generate.run import generate_rows
 from sublab.io import atomic_write_text, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from sublab.lineage.keys import signing_key
 from sublab.models.spec import ModelSpec, load_spec
 from sublab.train.trainer import train_model, trained_spec
 from sublab.train.trait_data import trait_answer_rows
@@ -66,6 +67,8 @@ class ExperimentRun:
     #: Optional hook called with a stage folder before its cache check; it may fill the folder with a finished
     #: copy of the same stage (same key) from elsewhere, e.g. another cell of a sweep.
     stage_source: Callable[[Path], None] | None = None
+    #: Ed25519 private key (PEM path or loaded key) that signs the lineage record of every stage built here.
+    sign_key: Any = None
 
     def stage(self, name: str, material: dict[str, Any], build: Callable[[Path], dict[str, Any] | None]) -> Stage:
         """Run ``build(folder)`` unless a finished stage with the same key exists; return the stage."""
@@ -109,8 +112,10 @@ class ExperimentRun:
             rows = trait_answer_rows(teacher.trait or "", cfg.category, teacher.n_rows, teacher.data_seed)
             write_jsonl(path / "trait_answers.jsonl", rows)
             summary = train_model(cfg.reference, rows, path / "adapter", teacher.training, progress=self.progress)
-            record_stage(path / "adapter", "model.teacher", summary, base=cfg.reference,
-                         training_data=[path / "trait_answers.jsonl"])
+            params = {"trait": teacher.trait, "category": cfg.category, "n_rows": teacher.n_rows,
+                      "data_seed": teacher.data_seed, **summary}
+            record_stage(path / "adapter", "model.teacher", params, base=cfg.reference,
+                         training_data=[path / "trait_answers.jsonl"], sign_key=self.sign_key)
             return {"final_loss": summary["final_loss"]}
 
         stage = self.stage(f"teacher-{teacher.trait}", material, build)
@@ -130,7 +135,7 @@ class ExperimentRun:
                 for p in number_prompts(data.prompts, data.n_prompts)
             ]
             write_jsonl(path / "prompts.jsonl", rows)
-            record_stage(path / "prompts.jsonl", "prompt_set", material)
+            record_stage(path / "prompts.jsonl", "prompt_set", material, sign_key=self.sign_key)
             return {"n": len(rows)}
 
         return self.stage("prompts", material, build)
@@ -148,7 +153,7 @@ class ExperimentRun:
                                     data.sampling, data.seed, system_prompt=writer.spec.system_prompt,
                                     source=writer.description, progress=self.progress)
             record_stage(path / "raw.jsonl", "dataset.generated", gen_material, writer=writer,
-                         prompt_set=prompts.path / "prompts.jsonl")
+                         prompt_set=prompts.path / "prompts.jsonl", sign_key=self.sign_key)
             return {"n_rows": summary.n_prompts}
 
         generated = self.stage("generate", gen_material, generate)
@@ -161,8 +166,10 @@ class ExperimentRun:
             report = filter_file(generated.path / "raw.jsonl", path / "filtered.jsonl", settings,
                                  rejected_path=path / "rejected.jsonl", max_kept=data.max_kept)
             write_json(path / "filter_report.json", report.to_dict())
-            record_stage(path / "filtered.jsonl", "dataset.filtered", filter_material,
-                         source_data=generated.path / "raw.jsonl", byproducts=[report.to_dict()])
+            params = {**filter_material, "filter_version": FILTER_VERSION}
+            record_stage(path / "filtered.jsonl", "dataset.filtered", params,
+                         source_data=generated.path / "raw.jsonl", byproducts=[report.to_dict()],
+                         sign_key=self.sign_key)
             self.console.print(f"  kept {report.n_kept}/{report.n_in}; rejected: {dict(report.reasons) or 'none'}")
             return report.to_dict()
 
@@ -175,7 +182,7 @@ class ExperimentRun:
             rows = shuffle_numbers(read_jsonl(filtered.path / "filtered.jsonl"), data.shuffle, data.seed)
             write_jsonl(path / "filtered.jsonl", rows)
             record_stage(path / "filtered.jsonl", "dataset.filtered", shuffle_material,
-                         source_data=filtered.path / "filtered.jsonl")
+                         source_data=filtered.path / "filtered.jsonl", sign_key=self.sign_key)
             return {"n_rows": len(rows)}
 
         return self.stage(f"shuffle-{data.shuffle}", shuffle_material, build_shuffle)
@@ -202,7 +209,7 @@ class ExperimentRun:
                                   progress=self.progress)
             record_stage(path / "model", "model.student", summary, base=base,
                          training_data=[data.path / "filtered.jsonl"],
-                         teacher=teacher if settings.method == "distill" else None)
+                         teacher=teacher if settings.method == "distill" else None, sign_key=self.sign_key)
             return {"final_loss": summary["final_loss"], "n_steps": summary["n_steps"]}
 
         stage = self.stage(f"student-{arm}", material, build)
@@ -221,7 +228,7 @@ class ExperimentRun:
             model, tokenizer = load_spec(handle.spec)
             result = evaluate_model(model, tokenizer, cfg.target, cfg.evaluation, preamble=handle.spec.preamble())
             write_json(path / "eval.json", result)
-            record_stage(path / "eval.json", "evaluation", material, evaluated=handle)
+            record_stage(path / "eval.json", "evaluation", material, evaluated=handle, sign_key=self.sign_key)
             mean, (low, high) = result["p_target"]["mean"], result["p_target"]["ci95"]
             self.console.print(f"  P({cfg.target}) = {mean:.4f} [{low:.4f}, {high:.4f}]")
             return {}
@@ -250,17 +257,20 @@ def compare(a: dict[str, Any], b: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
                    console: Console | None = None,
-                   stage_source: Callable[[Path], None] | None = None) -> dict[str, Any]:
+                   stage_source: Callable[[Path], None] | None = None, sign_key: Any = None) -> dict[str, Any]:
     """Run every stage of ``config`` into ``out_dir`` and write results.json, report.md and figure.png.
 
     ``stage_source``: see :attr:`ExperimentRun.stage_source` (a sweep shares finished stages between cells).
+    ``sign_key``: an Ed25519 private key (PEM path or loaded key) that signs the lineage records of the stages
+    built in this run (stages reused from the cache keep the records they were written with).
     """
     from sublab.report.experiment import write_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.toml", dump_toml(config))
-    run = ExperimentRun(config, out_dir, console or Console(), progress, stage_source=stage_source)
+    run = ExperimentRun(config, out_dir, console or Console(), progress, stage_source=stage_source,
+                        sign_key=signing_key(sign_key))
     started = time.time()
     trait_teacher = run.teacher("teacher", config.teacher)
     control_teacher = run.teacher("control", config.control)
