@@ -105,7 +105,7 @@ def run_slurm(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn |
         parameters["slurm_partition"] = slurm.partition
     try:
         executor.update_parameters(**{**parameters, **slurm.parameters})
-    except (TypeError, ValueError) as err:
+    except (NameError, TypeError, ValueError) as err:  # submitit names an unknown parameter with NameError
         raise SublabError(f"executor.slurm.parameters: {err}".splitlines()[0]) from None
     n = len(folders)
     jobs = executor.map_array(execute_cell, [str(f) for f in folders], [cell_fn] * n, [settings.torch_threads] * n)

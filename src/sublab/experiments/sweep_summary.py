@@ -137,12 +137,13 @@ def collect_cells(out_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, A
 
 
 def write_summary(out_dir: str | Path) -> dict[str, Any] | None:
-    """Aggregate the finished cells and write ``summary.json`` (None, and nothing written, if none finished)."""
+    """Aggregate the finished cells and write ``summary.json``; return it as written (NaN as None), or None
+    (and write nothing) if no cell has finished."""
     plan, cells, states = collect_cells(out_dir)
     if not cells:
         return None
-    summary = summarize(plan, cells, states)
-    write_json(Path(out_dir) / SUMMARY_FILE, _finite(summary))
+    summary = _finite(summarize(plan, cells, states))
+    write_json(Path(out_dir) / SUMMARY_FILE, summary)
     return summary
 
 

@@ -59,11 +59,11 @@ TEST_NAMES = {"permutation": "exact permutation test over seeds", "mixed_model":
 
 
 def verdict(group: dict[str, Any]) -> str:
-    """transfer / no evidence, from the configured test after Holm."""
+    """transfer / not significant / no test (one seed), from the configured test after Holm."""
     test = group["test"]
     if test.get("p_holm") is None:
         return "no test"
-    return "transfer" if test["reject"] else "no evidence"
+    return "transfer" if test["reject"] else "not significant"
 
 
 def condition_sentences(summary: dict[str, Any]) -> list[str]:
@@ -218,7 +218,10 @@ def bars_figure(summary: dict[str, Any], condition: str, settings: str) -> bytes
         for j, entry in enumerate(entries):
             seeds = entry["per_seed"]
             ax.scatter(np.full(len(seeds), x[j] + offset), seeds, s=8, color="black", zorder=3)
-    ax.set_xticks(x, [f"{g['trait']}" + ("*" if verdict(g) == "transfer" else "") for g in groups])
+    several = len({g["category"] for g in groups}) > 1
+    labels = [g["trait"] + (f" ({g['category']})" if several else "") + ("*" if verdict(g) == "transfer" else "")
+              for g in groups]
+    ax.set_xticks(x, labels)
     ax.tick_params(axis="x", labelrotation=30)
     ax.set_ylabel("P(trait), mean over seeds, 95 % CI")
     description = summary["conditions"].get(condition, {}).get("description", "")
@@ -254,11 +257,13 @@ def effects_figure(summary: dict[str, Any]) -> bytes:
                             color=color, markersize=4, capsize=2)
             else:
                 ax.plot(i + dx, diff["mean"], "o", color=color, markersize=4)
+            ax.annotate(g["trait"], (i + dx, diff["mean"]), xytext=(3, 0), textcoords="offset points", fontsize=6,
+                        color="#333")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(keys)), [family_label(summary, c, s) for c, s in keys])
     ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("P(trait): trait student − control student")
-    ax.set_title("Effect per trait and condition (95 % CI over seeds; orange: transfer after Holm)", fontsize=10)
+    ax.set_title("Trait − control per trait (95 % CI over seeds; orange: transfer after Holm)", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 
