@@ -12,9 +12,9 @@ from sublab.evaluate.stats import (
     mixed_model_difference,
     paired_effect_sizes,
     paired_permutation_test,
+    permutation_seeds_needed,
     seed_summary,
 )
-from sublab.experiments.sweep_summary import seeds_needed
 
 
 def test_seed_summary_interval_covers_the_true_mean_about_95_percent():
@@ -80,8 +80,8 @@ def test_min_permutation_p_and_seeds_needed():
     assert min_permutation_p(5) == 1 / 32 and min_permutation_p(5, "two-sided") == 1 / 16
     assert paired_permutation_test([1, 2, 3, 4, 5], [0, 0, 0, 0, 0]) == pytest.approx(min_permutation_p(5))
     # Holm over 10 traits at 0.05: the smallest p must be <= 0.005, so 2^-k <= 0.005: k >= 8.
-    assert seeds_needed(10, 0.05) == 8
-    assert seeds_needed(1, 0.05) == 5
+    assert permutation_seeds_needed(10, 0.05) == 8
+    assert permutation_seeds_needed(1, 0.05) == 5
 
 
 def test_permutation_p_values_are_valid_under_the_null():

@@ -218,3 +218,19 @@ def test_submitit_rejects_unknown_parameters(tmp_path):
     settings = ExecutorSettings(kind="slurm", slurm={"cluster": "local", "parameters": {"gpus_per_nod": 1}})
     with pytest.raises(SublabError, match=r"executor.slurm.parameters"):
         run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
+
+
+def test_submitit_without_waiting_returns_and_the_jobs_finish(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    sweep, base, cells = make_sweep(seeds=(0,), traits=("owl",))
+    settings = ExecutorSettings(kind="slurm", wait=False, slurm={"cluster": "local", "timeout_min": 5})
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
+    assert len(outcome.outcomes) == 1 and outcome.outcomes[0]["status"].startswith("submitted as job ")
+    assert set(read_json(next((tmp_path / "slurm").glob("jobs-*.json")))) == {c.id for c in cells}
+    deadline = time.time() + 120
+    while {row.state for row in sweep_status(tmp_path)} != {"done"} and time.time() < deadline:
+        time.sleep(0.5)
+    assert {row.state for row in sweep_status(tmp_path)} == {"done"}
+    assert counts(tmp_path, "completions") == {c.id: 1 for c in cells}

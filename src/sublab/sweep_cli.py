@@ -40,7 +40,8 @@ def run(
     workers: Annotated[int | None, typer.Option(help="Cells at once (local pool / Dask LocalCluster).")] = None,
     dask_address: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786.")] = None,
     torch_threads: Annotated[int | None, typer.Option(help="torch threads per cell.")] = None,
-    wait: Annotated[bool, typer.Option(help="slurm: wait for the jobs (--no-wait: submit and return).")] = True,
+    wait: Annotated[bool | None, typer.Option("--wait/--no-wait", help="slurm: wait for the jobs, or submit "
+                                              "and return (default: the config's).")] = None,
     dry_run: Annotated[bool, typer.Option(help="List the cells and exit.")] = False,
 ) -> None:
     """Run every cell of a sweep that is not done yet, then write summary.json, report.md and report.html."""
@@ -57,12 +58,10 @@ def run(
         console.print(f"{len(cells)} cells")
         return
     changes: dict[str, Any] = {"kind": executor, "workers": workers, "dask_address": dask_address,
-                               "torch_threads": torch_threads}
+                               "torch_threads": torch_threads, "wait": wait}
     changes = {k: v for k, v in changes.items() if v is not None}
-    if executor == "dask" and dask_address is None and "workers" not in changes:
-        changes["workers"] = sweep.executor.workers
     try:
-        settings = ExecutorSettings.model_validate({**sweep.executor.model_dump(), **changes, "wait": wait})
+        settings = ExecutorSettings.model_validate({**sweep.executor.model_dump(), **changes})
     except ValidationError as err:
         raise SublabError(format_validation_error("command line", err)) from None
     outcome = run_sweep(sweep, base, cells, out, executor=settings, console=console)

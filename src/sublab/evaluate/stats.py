@@ -96,6 +96,15 @@ def min_permutation_p(n_pairs: int, alternative: str = "greater") -> float:
     return min(1.0, (2.0 if alternative == "two-sided" else 1.0) / 2**n_pairs)
 
 
+def permutation_seeds_needed(n_tests: int, alpha: float, alternative: str = "greater") -> int:
+    """Fewest pairs (seeds) for which an exact paired permutation test can reject after Holm over ``n_tests``:
+    the smallest p-value, 2^-k one-sided, must reach ``alpha / n_tests``."""
+    k = 1
+    while min_permutation_p(k, alternative) > alpha / max(n_tests, 1):
+        k += 1
+    return k
+
+
 def holm(pvalues: list[float], alpha: float = 0.05) -> tuple[list[float], list[bool]]:
     """Holm-adjusted p-values and rejections (statsmodels ``multipletests``); NaN entries stay NaN, unrejected."""
     from statsmodels.stats.multitest import multipletests

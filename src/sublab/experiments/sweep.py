@@ -137,8 +137,8 @@ def execute_cell(cell_dir: str | Path, cell_fn: CellFn | None = None,
         status = {"status": "running", "config_hash": record["config_hash"], "host": socket.gethostname(),
                   "pid": os.getpid(), "started": started, "attempt": int(previous.get("attempt", 0)) + 1}
         write_json(cell_dir / STATUS_FILE, status)
-        config = parse_config(record["config"], str(cell_dir / CELL_FILE))
         try:
+            config = parse_config(record["config"], str(cell_dir / CELL_FILE))
             summary = (cell_fn or run_cell_experiment)(config, cell_dir)
         except Exception as err:  # recorded in status.json and error.txt; the sweep goes on with other cells
             atomic_write_text(cell_dir / "error.txt", traceback.format_exc())
@@ -256,8 +256,11 @@ def run_sweep(sweep: SweepConfig, base: dict[str, Any], cells: list[Cell], out_d
     with sweep_lock(out_dir):
         todo = [folder for folder in folders if cell_state(folder) != "done"]
         outcome = SweepOutcome(out_dir, len(folders), len(folders) - len(todo))
+        where = settings.kind
+        if settings.kind == "local" or (settings.kind == "dask" and not settings.dask_address):
+            where += f", {settings.workers} worker{'s' if settings.workers > 1 else ''}"
         console.print(f"{sweep.name}: {len(folders)} cells, {outcome.already_done} done, {len(todo)} to run "
-                      f"({settings.kind}, {settings.workers} worker{'s' if settings.workers > 1 else ''})")
+                      f"({where})")
 
         def report(result: dict[str, Any]) -> None:
             outcome.outcomes.append(result)

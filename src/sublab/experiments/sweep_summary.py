@@ -23,6 +23,7 @@ from sublab.evaluate.stats import (
     mixed_model_difference,
     paired_effect_sizes,
     paired_permutation_test,
+    permutation_seeds_needed,
     seed_summary,
 )
 from sublab.experiments.sweep import CELL_FILE, PLAN_FILE, cell_state
@@ -30,14 +31,6 @@ from sublab.io import read_json, write_json
 
 SUMMARY_FILE = "summary.json"
 ROLES = ("reference", "student_reference", "teacher", "control_teacher", "control_student", "trait_student")
-
-
-def seeds_needed(n_tests: int, alpha: float, alternative: str = "greater") -> int:
-    """Fewest seeds for which an exact paired permutation test can reject after Holm over ``n_tests``."""
-    k = 1
-    while min_permutation_p(k, alternative) > alpha / max(n_tests, 1):
-        k += 1
-    return k
 
 
 def summarize_group(cells: list[dict[str, Any]], alternative: str = "greater") -> dict[str, Any]:
@@ -114,7 +107,7 @@ def summarize(plan: dict[str, Any], cells: list[dict[str, Any]], states: dict[st
         "not_done": sorted(ident for ident, state in states.items() if state != "done"),
         "power_note": {
             "min_p": min_permutation_p(n_seeds, alternative),
-            "seeds_needed": seeds_needed(largest_family, alpha, alternative),
+            "seeds_needed": permutation_seeds_needed(largest_family, alpha, alternative),
             "family_size": largest_family,
         },
         "groups": groups,
