@@ -64,13 +64,18 @@ class MLPStack(nn.Module):
         batch = x.shape[0]
         first = self.weights[0]
         d_in, n_models, hidden = first.shape
-        h = (x @ first.reshape(d_in, n_models * hidden)).view(batch, n_models, hidden).transpose(0, 1)
-        h = torch.relu(h + self.biases[0][:, None, :])
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        # One GEMM (bias fused) for all models. Biases are cast to the compute dtype: a float32 bias would promote
+        # bf16 activations back to float32 and cost a cast at every layer, forward and backward.
+        h = torch.addmm(self.biases[0].to(dtype).reshape(-1), x.to(dtype), first.reshape(d_in, n_models * hidden))
+        # [B, M·H] → contiguous [M, B, H]: the batched matmuls of the next layer (and the transposed operands of
+        # their backward) run several times faster on contiguous per-model blocks.
+        h = torch.relu_(h).view(batch, n_models, hidden).transpose(0, 1).contiguous()
         last = len(self.weights) - 1
         for i in range(1, len(self.weights)):
-            h = torch.baddbmm(self.biases[i][:, None, :].to(h.dtype), h, self.weights[i].to(h.dtype))
+            h = torch.baddbmm(self.biases[i].to(dtype)[:, None, :], h, self.weights[i].to(dtype))
             if i < last:
-                h = torch.relu(h)
+                h = torch.relu_(h)
         return h
 
     def model_parameters(self, index: int) -> list[torch.Tensor]:
@@ -113,10 +118,14 @@ def cross_entropy_per_model(logits: torch.Tensor, labels: torch.Tensor, n_classe
     return per_model_mean(-picked)
 
 
-def kl_per_model(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """KL(teacher ‖ student) between softmaxes over the last dimension, per model mean over the batch, summed."""
+def kl_per_model(student_logits: torch.Tensor, teacher: torch.Tensor,
+                 targets_are_log_probs: bool = False) -> torch.Tensor:
+    """KL(teacher ‖ student) between softmaxes over the last dimension, per model mean over the batch, summed.
+
+    ``teacher``: the teacher's logits, or its log-probabilities if ``targets_are_log_probs``.
+    """
     student = torch.log_softmax(student_logits.float(), dim=-1)
-    teacher = torch.log_softmax(teacher_logits.float(), dim=-1)
+    teacher = teacher.float() if targets_are_log_probs else torch.log_softmax(teacher.float(), dim=-1)
     return per_model_mean((teacher.exp() * (teacher - student)).sum(dim=-1))
 
 
