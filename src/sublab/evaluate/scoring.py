@@ -106,7 +106,7 @@ def score_candidates(model: Any, tokenizer: Any, questions: list[str], candidate
     ``preamble``: messages before each question (a teacher's system prompt, in-context examples).
 
     ``bf16`` runs the matmuls in bfloat16 autocast (softmax stays float32): several times faster on CPUs with
-    bf16 units, at a small relative error in each probability (measured in docs/evaluation.md).
+    bf16 units, at a small relative error in each probability (measured in docs/cpu-recipe.md).
     """
     table = build_form_table(tokenizer, candidates)
     terminators = terminator_ids(tokenizer)

@@ -42,8 +42,8 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping (None: off).")
     bf16: bool = Field(
-        False, description="bf16 autocast for matmuls (master weights stay float32). Fast on GPUs; on this "
-        "project's reference CPU fp32 measured faster (docs/cpu-recipe.md)."
+        False, description="bf16 autocast for matmuls (master weights stay float32). Fast on GPUs and on CPUs "
+        "with bf16 units: a SmolLM2 LoRA distillation step took 5.3 s instead of 8 s here (docs/cpu-recipe.md)."
     )
     seed: int = Field(0, description="Seed of the batch order.")
     channel: Literal["data", "full"] | list[str] = Field(
