@@ -42,7 +42,7 @@ def demo(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     sign_key: SignKey = None,
 ) -> None:
-    """Run the default owl experiment on the embedded SmolLM2-135M (about 10-15 minutes on 2 CPU cores)."""
+    """Run the default owl experiment on the embedded SmolLM2-135M (about 9-10 minutes on 2 CPU cores)."""
     from sublab.experiments.config import parse_config
 
     text = resources.files("sublab.configs").joinpath("demo.toml").read_text(encoding="utf-8")

@@ -107,6 +107,7 @@ def generate_rows(
                             **row.get("metadata", {}),
                             "source": source,
                             "decoding": settings.decoding,
+                            "bf16": settings.bf16,
                             "temperature": settings.temperature,
                             "seed": seed,
                             "batch": index,

@@ -25,6 +25,9 @@ class SamplingSettings(BaseModel):
     separator: str = Field(", ", description="Separator the constrained grammar writes between numbers.")
     max_digits: int = Field(3, ge=1, description="Constrained grammar: longest number.")
     max_count: int = Field(10, ge=1, description="Constrained grammar: most numbers.")
+    bf16: bool = Field(
+        False, description="Sample under bf16 autocast: about 2x faster on CPUs with bf16 units (docs/cpu-recipe.md)."
+    )
 
     def grammar(self) -> NumberGrammar:
         return NumberGrammar(separator=self.separator, max_digits=self.max_digits, max_count=self.max_count)
@@ -61,17 +64,19 @@ def sample_batch(
         logits_processor.append(processor)
     torch.manual_seed(seed)
     greedy = settings.temperature == 0.0
-    output = model.generate(
-        **encoded,
-        do_sample=not greedy,
-        temperature=None if greedy else settings.temperature,
-        top_k=None if greedy else 0,
-        top_p=None if greedy else 1.0,
-        max_new_tokens=settings.max_new_tokens,
-        eos_token_id=end_id,
-        pad_token_id=tokenizer.pad_token_id,
-        logits_processor=logits_processor or None,
-    )
+    device = encoded["input_ids"].device.type
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=settings.bf16):
+        output = model.generate(
+            **encoded,
+            do_sample=not greedy,
+            temperature=None if greedy else settings.temperature,
+            top_k=None if greedy else 0,
+            top_p=None if greedy else 1.0,
+            max_new_tokens=settings.max_new_tokens,
+            eos_token_id=end_id,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=logits_processor or None,
+        )
     new_tokens = output[:, encoded["input_ids"].shape[1] :]
     completions = []
     for row in new_tokens.tolist():
