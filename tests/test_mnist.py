@@ -18,7 +18,7 @@ from sublab.experiments.mnist.models import (
     model_seed,
     stack_of,
 )
-from sublab.experiments.mnist.run import RESULT_KEYS, MnistSettings, run_mnist
+from sublab.experiments.mnist.run import RESULT_KEYS, MnistSettings, n_steps, run_mnist
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -183,11 +183,10 @@ def test_cross_model_inits_never_equal_the_teachers():
     assert model_seed(5, "reference", 3) == model_seed(5, "reference", 3)
 
 
-def test_copy_models_moves_weights_between_stacks():
-    a, b = MLPStack([4, 3, 2], [1, 2]), MLPStack([4, 3, 2], [7, 8, 9])
-    b.copy_models(a, [1], [2])
-    for got, want in zip(b.model_parameters(2), a.model_parameters(1), strict=True):
-        assert torch.equal(got, want)
+def test_step_counts_follow_epochs_over_the_training_set():
+    assert n_steps(1200, 50, 128) == 500  # 10 batches per epoch, the last one short
+    assert n_steps(60000, 5, 1024) == 295
+    assert n_steps(10, 0.01, 4) == 1
 
 
 # --- the experiment ---------------------------------------------------------------------------------------------

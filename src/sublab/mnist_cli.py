@@ -137,7 +137,8 @@ def _run_sweep(base: Any, grid: dict[str, list[Any]], data: Any, out: Path, devi
         name = "-".join(f"{k}={v}" for k, v in vary.items())
         folder = out / "cells" / name
         saved = folder / "results.json"
-        if saved.is_file() and read_json(saved)["settings"]["seed"] == settings.seed:
+        wanted = settings.resolved().model_dump(mode="json")
+        if saved.is_file() and all(read_json(saved)["settings"].get(k) == v for k, v in wanted.items()):
             console.print(f"[dim]✓ {name} (done)[/dim]")
             results = read_json(saved)
         else:

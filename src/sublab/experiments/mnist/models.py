@@ -86,17 +86,6 @@ class MLPStack(nn.Module):
             out += [w.detach().clone(), bias[index].detach().clone()]
         return out
 
-    @torch.no_grad()
-    def copy_models(self, source: MLPStack, source_index: Sequence[int], target_index: Sequence[int]) -> None:
-        """Overwrite models ``target_index`` of this stack with models ``source_index`` of ``source``."""
-        src, dst = list(source_index), list(target_index)
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if i == 0:
-                weight[:, dst] = source.weights[i][:, src]
-            else:
-                weight[dst] = source.weights[i][src]
-            bias[dst] = source.biases[i][src]
-
 
 def stack_of(sizes: Sequence[int], run_seed: int, role: str, n_models: int) -> MLPStack:
     """``n_models`` freshly initialized MLPs of one role ('reference' or 'cross')."""

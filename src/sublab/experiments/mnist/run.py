@@ -45,7 +45,7 @@ LABELS = {
 
 #: Per-dataset defaults for the settings left unset. MNIST-size data follows the paper (5 + 5 epochs of 60,000
 #: images, batch 1024, 100 models). The bundled digits set has only 1,200 training images, so the paper's
-#: schedule would be 6 optimizer steps; 128-image batches and 50 + 50 epochs give the teacher ~470 steps, enough
+#: schedule would be 6 optimizer steps; 128-image batches and 50 + 50 epochs give the teacher 500 steps, enough
 #: to reach ~98 % and make the auxiliary-logit effect stand far from chance, in well under a minute for 50 models.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"n_models": 50, "teacher_epochs": 50, "distill_epochs": 50, "batch_size": 128, "fresh_noise": True},
@@ -91,7 +91,7 @@ class MnistSettings(BaseModel):
 
 def n_steps(n_inputs: int, epochs: float, batch_size: int) -> int:
     """Optimizer steps for ``epochs`` passes over ``n_inputs`` in batches (a last partial batch counts)."""
-    return max(1, round(epochs * (n_inputs + batch_size - 1) // batch_size))
+    return max(1, round(epochs * math.ceil(n_inputs / batch_size)))
 
 
 def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -123,9 +123,9 @@ def train_teacher(teacher: MLPStack, x: torch.Tensor, y: torch.Tensor, settings:
     return losses
 
 
-def distill_students(students: MLPStack, teacher: MLPStack, n_aux: int, inputs: torch.Tensor,
+def distill_students(students: MLPStack, teacher: MLPStack, n_aux: int, inputs: torch.Tensor, steps: int,
                      settings: MnistSettings, on_step: Callable[[], None] | None = None) -> list[float]:
-    """Distill the four student variants at once, on batches drawn from ``inputs``.
+    """Distill the four student variants at once, for ``steps`` batches drawn from ``inputs``.
 
     ``students`` holds 4 blocks of N models: same-init aux-only, cross-model aux-only, same-init all-logits,
     cross-model all-logits (block b, model m matches teacher m). Aux-only blocks come first so each kind of
@@ -133,7 +133,6 @@ def distill_students(students: MLPStack, teacher: MLPStack, n_aux: int, inputs: 
     """
     assert settings.distill_epochs is not None and settings.batch_size is not None
     n = teacher.n_models
-    steps = n_steps(inputs.shape[0], settings.distill_epochs, settings.batch_size)
     generator = torch.Generator().manual_seed(model_seed(settings.seed, "cross", 10**6))
     optimizer = torch.optim.Adam(students.parameters(), lr=settings.lr, fused=True)
     aux = slice(N_CLASSES, N_CLASSES + n_aux)
@@ -237,8 +236,9 @@ def run_mnist(settings: MnistSettings, data: ImageData | None = None, device: st
     tick = time.perf_counter()
     teacher.requires_grad_(False)
     inputs = distillation_inputs(train_x, settings)
-    steps = n_steps(inputs.shape[0], settings.distill_epochs, settings.batch_size)
-    student_losses = distill_students(students, teacher, settings.n_aux, inputs, settings,
+    # An epoch is as many inputs as training images, whether they are images, a noise pool or fresh noise.
+    steps = n_steps(train_x.shape[0], settings.distill_epochs, settings.batch_size)
+    student_losses = distill_students(students, teacher, settings.n_aux, inputs, steps, settings,
                                       progress("students", steps) if progress else None)
     timings["students"] = time.perf_counter() - tick
     student_acc = accuracy(students, test_x, test_y, N_CLASSES, bf16=settings.bf16)
