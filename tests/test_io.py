@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 
@@ -20,6 +22,32 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_atomic_write_mode_is_set_before_the_rename(tmp_path, monkeypatch):
+    import sublab.io
+
+    modes_at_rename = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        modes_at_rename.append(stat.S_IMODE(os.stat(src).st_mode))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(sublab.io.os, "replace", spy)
+    target = tmp_path / "secret.txt"
+    atomic_write_text(target, "shh", mode=0o600)
+    assert modes_at_rename == [0o600]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_text() == "shh"
+
+
+def test_atomic_write_default_mode_follows_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "plain.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o640
 
 
 def test_bad_jsonl_line_names_file_and_line(tmp_path):

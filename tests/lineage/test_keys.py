@@ -1,3 +1,4 @@
+import os
 import stat
 
 import pytest
@@ -13,6 +14,25 @@ def test_new_keypair_writes_pem_files_with_a_private_mode(tmp_path):
     assert b"BEGIN PRIVATE KEY" in private.read_bytes() and b"BEGIN PUBLIC KEY" in public.read_bytes()
     assert key_id(load_private_key(private).public_key()) == key_id(load_public_key(public))
     assert key_id(load_public_key(private)) == key_id(load_public_key(public))  # a private key file works too
+
+
+def test_private_key_is_never_readable_by_others(tmp_path, monkeypatch):
+    import sublab.io
+
+    seen = {}
+    real_replace = sublab.io.os.replace
+
+    def spy(src, dst):
+        seen[os.path.basename(dst)] = stat.S_IMODE(os.stat(src).st_mode)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(sublab.io.os, "replace", spy)
+    old = os.umask(0o022)  # a permissive umask would give 0644 to an ordinary file
+    try:
+        new_keypair(tmp_path / "lab")
+    finally:
+        os.umask(old)
+    assert seen == {"lab.key": 0o600, "lab.pub": 0o644}  # the mode the key has when it first appears
 
 
 def test_new_keypair_refuses_to_overwrite_unless_asked(tmp_path):

@@ -7,7 +7,6 @@ Keys are made and used offline; nothing here talks to a key server. A key's id i
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -39,10 +38,9 @@ def new_keypair(prefix: str | Path, overwrite: bool = False) -> tuple[Path, Path
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    atomic_write_bytes(private_path, private_pem)  # mkstemp creates the file 0600; keep it so
-    os.chmod(private_path, 0o600)
-    atomic_write_bytes(public_path, public_pem)
-    os.chmod(public_path, 0o644)
+    # The mode is set before the rename: the private key is never readable by others, not even for a moment.
+    atomic_write_bytes(private_path, private_pem, mode=0o600)
+    atomic_write_bytes(public_path, public_pem, mode=0o644)
     return private_path, public_path
 
 
