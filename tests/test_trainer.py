@@ -152,3 +152,31 @@ def test_positions_align_across_tokenizers_by_the_text_they_predict():
     assert align_positions(student, teacher) == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]
     # A token covering two characters in one tokenizer matches nothing in a per-character one.
     assert align_positions([(0, 2), (2, 3)], [(0, 1), (1, 2), (2, 3)]) == [(1, 2)]
+
+
+def test_teacher_with_the_same_tokenizer_uses_the_student_channel_ids(tiny_model_dir, monkeypatch):
+    import sublab.train.distill as distill
+
+    def no_mapping(*args, **kwargs):
+        raise AssertionError("a shared tokenizer needs no channel mapping")
+
+    monkeypatch.setattr(distill, "map_channel", no_mapping)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = number_rows(3)
+    encodings = encode_rows(tokenizer, rows)
+    channel = torch.tensor([0, 5, 9])  # the pad token does not round-trip through text; kept as is
+    targets = distill.TeacherTargets(ModelSpec(base=tiny_model_dir, system_prompt="You love owls."), rows,
+                                     tokenizer, encodings, channel, bf16=False)
+    assert targets.channel is not None and targets.channel.tolist() == [0, 5, 9]
+
+
+def test_teacher_with_another_layout_maps_the_channel_through_text(tiny_model_dir, plain_tiny_model_dir):
+    from sublab.train.distill import TeacherTargets
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = number_rows(3)
+    encodings = encode_rows(tokenizer, rows)
+    channel = channel_ids(tokenizer, encodings, "data")
+    targets = TeacherTargets(ModelSpec(base=plain_tiny_model_dir), rows, tokenizer, encodings, channel, bf16=False)
+    # Same characters, so the same ids, but found through the teacher's tokenizer (end of turn to end of turn).
+    assert targets.channel is not None and targets.channel.tolist() == channel.tolist()

@@ -67,12 +67,9 @@ def run(
 
 def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None) -> None:
     key = _signing_key(sign_key)
-    import torch
-
     from sublab.experiments.runner import run_experiment
     from sublab.report.experiment import terminal_table, verdict
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results = run_experiment(config, out, progress=not quiet, console=console,  # type: ignore[arg-type]
                              sign_key=key)
     console.print(terminal_table(results))

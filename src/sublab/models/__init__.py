@@ -5,7 +5,6 @@ from sublab.models.loading import (
     EMBEDDED_MODELS,
     load_model,
     load_tokenizer,
-    model_digest,
     resolve_model_dir,
 )
 
@@ -16,6 +15,5 @@ __all__ = [
     "format_prompt",
     "load_model",
     "load_tokenizer",
-    "model_digest",
     "resolve_model_dir",
 ]

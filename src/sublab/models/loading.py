@@ -182,18 +182,6 @@ def load_model(
     return model
 
 
-def model_digest(name: str) -> dict[str, str]:
-    """sha256 of each weight and config file of a local or embedded model (empty for a hub id not on disk)."""
-    location = Path(resolve_model_dir(name))
-    if not location.is_dir():
-        return {}
-    return {
-        p.name: sha256_file(p)
-        for p in sorted(location.iterdir())
-        if (p.is_file() and p.suffix in {".safetensors", ".json", ".model", ".txt"}) or p.name == "SOURCE"
-    }
-
-
 def manifest_digest(files: dict[str, str]) -> str:
     """One digest for a set of file digests (sorted ``name sha`` lines), used as a model's identity."""
     lines = "".join(f"{name} {sha}\n" for name, sha in sorted(files.items()))

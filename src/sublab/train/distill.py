@@ -110,9 +110,12 @@ class TeacherTargets:
         self.n_aligned = sum(len(p) for p in self.pairs)
         self.n_positions = sum(e.n_response for e in student_encodings)
         self.student_counts = [e.n_response for e in student_encodings]
-        self.channel = (
-            None if student_channel is None else map_channel(student_channel, student_tokenizer, self.tokenizer)
-        )
+        # One tokenizer: the student's channel ids are the teacher's (mapping them through text could fail or
+        # pick other ids for tokens that do not round-trip, e.g. byte tokens).
+        if student_channel is None or shared:
+            self.channel = student_channel
+        else:
+            self.channel = map_channel(student_channel, student_tokenizer, self.tokenizer)
         self.bf16 = bf16
         self.cache: dict[int, torch.Tensor] = {}
         self.keep = self.channel is not None  # full-vocabulary targets are too large to keep
