@@ -28,12 +28,13 @@ from sublab.experiments.sweep import (
 )
 from sublab.experiments.sweep_config import ExecutorSettings, expand_cells, parse_sweep
 from sublab.io import read_json
+from sublab.lineage.keys import key_id, load_public_key, new_keypair
 
 TESTS = Path(__file__).resolve().parent
 N_QUESTIONS = 4
 
 
-def make_sweep(seeds=(0, 1), traits=("owl", "eagle"), test="permutation", steps=2):
+def make_sweep(seeds=(0, 1), traits=("owl", "eagle"), test="permutation", steps=2, alternative="greater"):
     data = {
         "name": "fake",
         "experiment": {
@@ -46,7 +47,7 @@ def make_sweep(seeds=(0, 1), traits=("owl", "eagle"), test="permutation", steps=
         "grid": {"traits": {"animal": list(traits)}, "seeds": list(seeds)},
         "conditions": {"same_init": {"control": "other_trait"},
                        "cross": {"control": "other_trait", "overrides": {"student_base": "other"}}},
-        "statistics": {"test": test},
+        "statistics": {"test": test, "alternative": alternative},
     }
     sweep, base = parse_sweep(data, "fake.toml")
     return sweep, base, expand_cells(sweep, base, "fake.toml")
@@ -57,15 +58,19 @@ def _append(path: Path, text: str) -> None:
         handle.write(text + "\n")
 
 
-def counting_cell(config, cell_dir):
+def counting_cell(config, cell_dir, sign_key=None):
     """A scripted cell: counts its starts and completions, writes synthetic results with a known effect.
 
     P(trait) ~ 0.01 for control students, + 0.03 for trait students of same-init cells, none across models;
-    a seed effect shared by both arms of a cell. If the sweep folder holds ``kill-after`` (k), the first cell to
-    start after k completions kills its whole process group (the sweep driver and its workers) with SIGKILL.
+    a seed effect shared by both arms of a cell; cross-model cells also score the students' base model
+    (``student_reference``), as the runner does. The signing-key path it was given goes into ``sign_key``. If the
+    sweep folder holds ``kill-after`` (k), the first cell to start after k completions kills its whole process
+    group (the sweep driver and its workers) with SIGKILL.
     """
     cell_dir = Path(cell_dir)
     _append(cell_dir / "starts", str(os.getpid()))
+    if sign_key is not None:
+        (cell_dir / "sign_key").write_text(sign_key)
     sweep_dir = cell_dir.parent.parent
     kill = sweep_dir / "kill-after"
     if kill.exists() and len(list(sweep_dir.glob("cells/*/completions"))) >= int(kill.read_text()):
@@ -84,16 +89,18 @@ def counting_cell(config, cell_dir):
     results = {"target": config.target, "models": {
         "reference": model(0.01), "control_student": model(0.01 + shared),
         "trait_student": model(0.01 + shared + effect)}}
+    if config.student_base is not None:
+        results["models"]["student_reference"] = model(0.02)
     (cell_dir / "results.json").write_text(json.dumps(results))
     _append(cell_dir / "completions", "1")
     return {"trait_student": results["models"]["trait_student"]["p_target"]["mean"],
             "control_student": results["models"]["control_student"]["p_target"]["mean"]}
 
 
-def failing_for_eagle(config, cell_dir):
+def failing_for_eagle(config, cell_dir, sign_key=None):
     if config.target == "eagle":
         raise RuntimeError("out of patience\nsecond line")
-    return counting_cell(config, cell_dir)
+    return counting_cell(config, cell_dir, sign_key)
 
 
 def counts(out: Path, name: str) -> dict[str, int]:
@@ -185,17 +192,102 @@ def test_a_second_driver_on_the_same_folder_is_refused(tmp_path):
         run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=counting_cell)
 
 
+def _sweep_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes()
+            for p in [out / "sweep.toml", out / "plan.json", *sorted(out.glob("cells/*/cell.json"))]}
+
+
+def test_a_refused_driver_rewrites_nothing_of_the_running_sweep(tmp_path):
+    """Another process holds the sweep lock; a second run with a changed config (other student steps, one more
+    seed) is refused before it writes sweep.toml, plan.json or any cell.json."""
+    sweep, base, cells = make_sweep(seeds=(0,))
+    prepare_sweep(sweep, base, cells, tmp_path)
+    before = _sweep_files(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import fcntl, sys
+            handle = open({str(tmp_path / ".sweep.lock")!r}, "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            print("locked", flush=True)
+            sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        changed_sweep, changed_base, changed = make_sweep(seeds=(0, 1), steps=3)
+        with pytest.raises(SublabError, match="another 'sublab sweep' is running"):
+            run_sweep(changed_sweep, changed_base, changed, tmp_path, executor=INLINE, cell_fn=counting_cell)
+    finally:
+        holder.communicate("", timeout=30)
+    assert _sweep_files(tmp_path) == before
+    assert len(list(tmp_path.glob("cells/*"))) == len(cells)  # no folder for the new seed's cells either
+    assert not list(tmp_path.glob("cells/*/starts"))
+
+
+def test_cells_get_the_signing_key_path_and_record_its_id(tmp_path, monkeypatch):
+    private, public = new_keypair(tmp_path / "lab")
+    monkeypatch.chdir(tmp_path)
+    sweep, base, cells = make_sweep(seeds=(0,), traits=("owl",))
+    outcome = run_sweep(sweep, base, cells, tmp_path / "out", executor=INLINE, cell_fn=counting_cell,
+                        sign_key=Path("lab.key"))  # relative: workers get it resolved
+    assert outcome.count("done") == 2
+    ident = key_id(load_public_key(public))
+    for cell in cells:
+        folder = tmp_path / "out" / "cells" / cell.id
+        assert (folder / "sign_key").read_text() == str(private.resolve())
+        assert read_json(folder / "status.json")["signed_by"] == ident
+    unsigned = run_sweep(sweep, base, cells, tmp_path / "plain", executor=INLINE, cell_fn=counting_cell)
+    assert unsigned.count("done") == 2 and not list((tmp_path / "plain").glob("cells/*/sign_key"))
+    assert {read_json(p)["signed_by"] for p in (tmp_path / "plain").glob("cells/*/status.json")} == {None}
+
+
+def test_a_bad_signing_key_fails_before_anything_is_written(tmp_path):
+    sweep, base, cells = make_sweep(seeds=(0,))
+    (tmp_path / "not-a-key.pem").write_text("hello\n")
+    for key, message in ((tmp_path / "missing.key", "key file not found"),
+                         (tmp_path / "not-a-key.pem", "not an unencrypted PEM private key")):
+        with pytest.raises(SublabError, match=message):
+            run_sweep(sweep, base, cells, tmp_path / "out", executor=INLINE, cell_fn=counting_cell, sign_key=key)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_local_pool_passes_the_signing_key_path_to_every_cell(tmp_path):
+    private, _ = new_keypair(tmp_path / "lab")
+    sweep, base, cells = make_sweep(seeds=(0,), traits=("owl",))
+    outcome = run_sweep(sweep, base, cells, tmp_path / "out", executor=ExecutorSettings(kind="local", workers=1),
+                        cell_fn=counting_cell, sign_key=private)
+    assert outcome.count("done") == 2
+    for cell in cells:
+        folder = tmp_path / "out" / "cells" / cell.id
+        assert (folder / "sign_key").read_text() == str(private.resolve())
+        assert int((folder / "starts").read_text()) != os.getpid()  # ran in a pool process
+
+
+def test_a_rerun_with_a_key_names_the_finished_cells_it_cannot_sign(tmp_path):
+    from rich.console import Console
+
+    private, _ = new_keypair(tmp_path / "lab")
+    sweep, base, cells = make_sweep(seeds=(0,), traits=("owl",))
+    run_sweep(sweep, base, cells, tmp_path / "out", executor=INLINE, cell_fn=counting_cell)
+    console = Console(record=True, width=200)
+    again = run_sweep(sweep, base, cells, tmp_path / "out", executor=INLINE, cell_fn=counting_cell,
+                      sign_key=private, console=console)
+    assert again.already_done == 2 and again.outcomes == []
+    assert "note: 2 finished cells were not signed with this key" in console.export_text()
+
+
 def test_status_of_a_folder_that_is_no_sweep(tmp_path):
     with pytest.raises(SublabError, match=r"not a sweep folder \(no plan.json\)"):
         sweep_status(tmp_path)
 
 
 def test_dask_local_cluster_runs_every_cell_once(tmp_path):
+    private, _ = new_keypair(tmp_path / "lab")
     sweep, base, cells = make_sweep(seeds=(0,))
     settings = ExecutorSettings(kind="dask", workers=2)
-    outcome = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell, sign_key=private)
     assert outcome.count("done") == 4
     assert counts(tmp_path, "completions") == {c.id: 1 for c in cells}
+    assert {(tmp_path / "cells" / c.id / "sign_key").read_text() for c in cells} == {str(private.resolve())}
     pids = {int(p) for c in cells for p in (tmp_path / "cells" / c.id / "starts").read_text().split()}
     assert os.getpid() not in pids  # ran in the cluster's worker processes
     again = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
@@ -206,9 +298,11 @@ def test_submitit_local_executor_runs_every_cell_once(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))  # the fake
     sweep, base, cells = make_sweep(seeds=(0,), traits=("owl",))
     settings = ExecutorSettings(kind="slurm", slurm={"cluster": "local", "timeout_min": 5, "partition": "gpu"})
-    outcome = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell)
+    private, _ = new_keypair(tmp_path / "lab")
+    outcome = run_sweep(sweep, base, cells, tmp_path, executor=settings, cell_fn=counting_cell, sign_key=private)
     assert outcome.count("done") == 2
     assert counts(tmp_path, "completions") == {c.id: 1 for c in cells}
+    assert {(tmp_path / "cells" / c.id / "sign_key").read_text() for c in cells} == {str(private.resolve())}
     jobs = read_json(next((tmp_path / "slurm").glob("jobs-*.json")))
     assert set(jobs) == {c.id for c in cells}
 

@@ -1,5 +1,6 @@
 """Sweep summary and report from saved files: known synthetic effects found, Holm families, HTML and markdown."""
 
+import contextlib
 import json
 import re
 
@@ -8,7 +9,15 @@ import pytest
 from sublab.experiments.sweep import execute_cell, prepare_sweep, run_sweep
 from sublab.experiments.sweep_config import ExecutorSettings
 from sublab.experiments.sweep_summary import write_summary
-from sublab.report.sweep import power_sentence, write_sweep_report
+from sublab.report.sweep import (
+    bars_axes,
+    bars_title,
+    condition_sentences,
+    power_sentence,
+    table_rows,
+    verdict,
+    write_sweep_report,
+)
 from test_sweep import counting_cell, make_sweep
 
 
@@ -96,3 +105,93 @@ def test_mixed_model_can_drive_the_verdicts(tmp_path):
     assert all(g["test"]["method"] == "mixed_model" and g["test"]["p"] == g["mixed_model"]["p"] for g in same)
     assert all(g["test"]["reject"] for g in same)  # three seeds suffice when every seed agrees
     assert all(g["permutation"]["p"] == pytest.approx(1 / 8) for g in same)  # where the exact test cannot
+
+
+def _group(reject, difference, p_holm=0.01):
+    return {"test": {"p_holm": p_holm, "reject": reject}, "effects": {"difference": {"mean": difference}}}
+
+
+def test_verdict_needs_a_positive_difference_for_transfer():
+    assert verdict(_group(True, 0.02)) == "transfer"
+    assert verdict(_group(True, -0.02)) == "reverse"
+    assert verdict(_group(True, 0.0)) == "reverse"
+    assert verdict(_group(True, None)) == "reverse"
+    assert verdict(_group(False, 0.02, p_holm=0.3)) == "not significant"
+    assert verdict(_group(False, -0.02, p_holm=0.3)) == "not significant"
+    assert verdict(_group(False, 0.02, p_holm=None)) == "no test"
+
+
+def reversed_for_eagle(config, cell_dir, sign_key=None):
+    """counting_cell, with trait and control student swapped for eagle: eagle's trait student sits 0.03 *below*
+    its control in the same-init condition."""
+    summary = counting_cell(config, cell_dir, sign_key)
+    if config.target == "eagle":
+        path = cell_dir / "results.json"
+        results = json.loads(path.read_text())
+        models = results["models"]
+        models["trait_student"], models["control_student"] = models["control_student"], models["trait_student"]
+        path.write_text(json.dumps(results))
+    return summary
+
+
+def test_a_two_sided_rejection_below_the_control_is_reverse_not_transfer(tmp_path):
+    """Seven seeds, two-sided permutation test: owl's trait student is significantly above its control (transfer),
+    eagle's significantly below (reverse); the report counts only owl as beating the control."""
+    sweep, base, cells = make_sweep(seeds=range(7), alternative="two-sided")
+    run_sweep(sweep, base, cells, tmp_path, executor=ExecutorSettings(kind="inline"), cell_fn=reversed_for_eagle)
+    summary = write_summary(tmp_path)
+    same = {g["trait"]: g for g in summary["groups"] if g["condition"] == "same_init"}
+    assert same["owl"]["test"]["reject"] and same["eagle"]["test"]["reject"]  # both significant, two-sided
+    assert same["eagle"]["effects"]["difference"]["mean"] < 0 < same["owl"]["effects"]["difference"]["mean"]
+    assert verdict(same["owl"]) == "transfer" and verdict(same["eagle"]) == "reverse"
+    sentence = next(s for s in condition_sentences(summary) if s.startswith("**same_init**"))
+    assert "beat the control student for 1 of 2 traits" in sentence
+    assert "significantly below it (reverse) for 1 of 2 traits" in sentence
+    _, rows = table_rows(summary)
+    assert {(row[1], row[2]): row[-1] for row in rows}[("eagle (vs owl)", "same_init")] == "reverse"
+    with figure(summary, "same_init") as fig:
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["owl*", "eagle†"]
+        assert any("† reverse" in t.get_text() for t in fig.texts)
+    markdown = write_sweep_report(tmp_path)["markdown"].read_text()
+    assert sum("| reverse |" in line for line in markdown.splitlines()) == 1
+    assert sum("| transfer |" in line for line in markdown.splitlines()) == 1
+
+
+@contextlib.contextmanager
+def figure(summary, condition):
+    """The bar chart of ``condition`` as a live matplotlib figure, closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    fig = bars_axes(summary, condition, "default")
+    try:
+        yield fig
+    finally:
+        plt.close(fig)
+
+
+def legend(summary, condition):
+    with figure(summary, condition) as fig:
+        return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_the_baseline_bar_is_the_student_base_in_a_cross_model_condition(finished):
+    _, summary = finished
+    assert {g["baseline"] for g in summary["groups"] if g["condition"] == "cross"} == {"student_reference"}
+    assert legend(summary, "cross") == ["student base", "control student", "trait student"]
+    assert legend(summary, "same_init") == ["reference", "control student", "trait student"]
+
+
+def test_a_long_condition_description_is_wrapped_inside_the_figure(finished):
+    _, summary = finished
+    summary = json.loads(json.dumps(summary))
+    description = ("students on another base model (Gemma 3 270M, quantized Q4_K_M), learning from the same "
+                   "teachers and the same reference-written numbers as the same-init students")
+    summary["conditions"]["cross"]["description"] = description
+    title = bars_title(summary, "cross", "default")
+    assert len(title.splitlines()) >= 3 and max(len(line) for line in title.splitlines()) <= 60
+    assert " ".join(title.splitlines()) == f"cross: {description}"
+    with figure(summary, "cross") as fig:
+        fig.canvas.draw()
+        box = fig.axes[0].title.get_window_extent()
+        assert fig.axes[0].title.get_text() == title
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height  # all of it on the canvas

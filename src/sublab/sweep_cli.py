@@ -43,6 +43,9 @@ def run(
     wait: Annotated[bool | None, typer.Option("--wait/--no-wait", help="slurm: wait for the jobs, or submit "
                                               "and return (default: the config's).")] = None,
     dry_run: Annotated[bool, typer.Option(help="List the cells and exit.")] = False,
+    sign_key: Annotated[Path | None, typer.Option(
+        "--sign-key", help="Ed25519 private key (PEM, from `sublab keys new`) that every cell signs its lineage "
+        "records with.")] = None,
 ) -> None:
     """Run every cell of a sweep that is not done yet, then write summary.json, report.md and report.html."""
     from pydantic import ValidationError
@@ -64,7 +67,7 @@ def run(
         settings = ExecutorSettings.model_validate({**sweep.executor.model_dump(), **changes})
     except ValidationError as err:
         raise SublabError(format_validation_error("command line", err)) from None
-    outcome = run_sweep(sweep, base, cells, out, executor=settings, console=console)
+    outcome = run_sweep(sweep, base, cells, out, executor=settings, console=console, sign_key=sign_key)
     counts = Counter(o["status"] for o in outcome.outcomes)
     console.print(f"{outcome.already_done} done before, " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if settings.kind == "slurm" and not settings.wait:

@@ -5,7 +5,7 @@ Layout of a sweep folder::
     DIR/sweep.toml               the resolved sweep (base experiment inline): rerun it to resume
     DIR/plan.json                the cells of the current grid, in dispatch order
     DIR/cells/<id>/cell.json     the cell's coordinates, seeds and full experiment config
-    DIR/cells/<id>/status.json   running / done / failed, with times, host, pid and the error if any
+    DIR/cells/<id>/status.json   running / done / failed, with times, host, pid, signing key id and any error
     DIR/cells/<id>/...           the run folder of :func:`sublab.experiments.runner.run_experiment`
 
 A worker takes an exclusive ``flock`` on ``cells/<id>/.lock`` for as long as it runs the cell, and checks the
@@ -41,8 +41,10 @@ CELL_FILE = "cell.json"
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
 
-#: A cell function runs one experiment into its folder and returns a small summary for status.json.
-CellFn = Callable[[ExperimentConfig, Path], dict[str, Any]]
+#: A cell function runs one experiment into its folder and returns a small summary for status.json. Its third
+#: argument is the path of the Ed25519 private key (PEM) that signs the cell's lineage records, or None. A path,
+#: not a loaded key: it travels to worker processes (pickled by the pool, Dask and submitit) and is loaded there.
+CellFn = Callable[[ExperimentConfig, Path, str | None], dict[str, Any]]
 
 
 # --- locks --------------------------------------------------------------------------------------------------------
@@ -113,12 +115,14 @@ def cell_state(cell_dir: Path) -> str:
 
 
 def execute_cell(cell_dir: str | Path, cell_fn: CellFn | None = None,
-                 torch_threads: int | None = None) -> dict[str, Any]:
+                 torch_threads: int | None = None, sign_key: str | None = None) -> dict[str, Any]:
     """Run one cell unless it is done or running elsewhere; record the outcome in its status.json.
 
     Returns ``{"id", "status"}`` with status done, skipped (already done), busy (held by another process) or
     failed (plus ``error``). Exceptions of the cell are recorded, not raised, so one failure does not stop a sweep.
-    Top-level and picklable: process pools, Dask and submitit call it in their workers.
+    ``sign_key``: path of a PEM Ed25519 private key that signs the lineage records of the stages the cell
+    builds; its key id goes into status.json as ``signed_by``. Top-level and picklable: process pools, Dask and
+    submitit call it in their workers.
     """
     cell_dir = Path(cell_dir)
     record = read_json(cell_dir / CELL_FILE)
@@ -135,11 +139,13 @@ def execute_cell(cell_dir: str | Path, cell_fn: CellFn | None = None,
             torch.set_num_threads(torch_threads)
         started = time.time()
         status = {"status": "running", "config_hash": record["config_hash"], "host": socket.gethostname(),
-                  "pid": os.getpid(), "started": started, "attempt": int(previous.get("attempt", 0)) + 1}
+                  "pid": os.getpid(), "started": started, "attempt": int(previous.get("attempt", 0)) + 1,
+                  "signed_by": None}
         write_json(cell_dir / STATUS_FILE, status)
         try:
+            status["signed_by"] = signing_key_id(sign_key)
             config = parse_config(record["config"], str(cell_dir / CELL_FILE))
-            summary = (cell_fn or run_cell_experiment)(config, cell_dir)
+            summary = (cell_fn or run_cell_experiment)(config, cell_dir, sign_key)
         except Exception as err:  # recorded in status.json and error.txt; the sweep goes on with other cells
             atomic_write_text(cell_dir / "error.txt", traceback.format_exc())
             message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
@@ -152,18 +158,30 @@ def execute_cell(cell_dir: str | Path, cell_fn: CellFn | None = None,
         return {**outcome, "status": "done", "seconds": seconds}
 
 
-def run_cell_experiment(config: ExperimentConfig, cell_dir: Path) -> dict[str, Any]:
-    """The default cell: :func:`run_experiment` into the cell folder, its log in ``cell.log``."""
+def run_cell_experiment(config: ExperimentConfig, cell_dir: Path, sign_key: str | None = None) -> dict[str, Any]:
+    """The default cell: :func:`run_experiment` into the cell folder, its log in ``cell.log``; ``sign_key`` (a
+    PEM path) signs the lineage records of the stages it builds."""
     from sublab.experiments.runner import run_experiment
 
     share = read_json(cell_dir / CELL_FILE).get("share_stages", True)
     with (cell_dir / "cell.log").open("a", encoding="utf-8") as log:
         console = Console(file=log, width=120, force_terminal=False)
         results = run_experiment(config, cell_dir, progress=False, console=console,
-                                 stage_source=stage_linker(cell_dir.parent) if share else None)
+                                 stage_source=stage_linker(cell_dir.parent) if share else None,
+                                 sign_key=sign_key)
     models = results["models"]
     return {"trait_student": models["trait_student"]["p_target"]["mean"],
             "control_student": models["control_student"]["p_target"]["mean"], "transfer": results["transfer"]}
+
+
+def signing_key_id(sign_key: str | Path | None) -> str | None:
+    """The key id (hex sha256 of the raw public key) of the PEM private key at ``sign_key``, or None; loading
+    it is the check that the key is usable (:class:`SublabError` naming the file if not)."""
+    if sign_key is None:
+        return None
+    from sublab.lineage.keys import key_id, load_private_key
+
+    return key_id(load_private_key(sign_key).public_key())
 
 
 # --- shared stages --------------------------------------------------------------------------------------------------
@@ -245,15 +263,26 @@ class SweepOutcome:
 
 def run_sweep(sweep: SweepConfig, base: dict[str, Any], cells: list[Cell], out_dir: str | Path, *,
               executor: ExecutorSettings | None = None, cell_fn: CellFn | None = None,
-              console: Console | None = None) -> SweepOutcome:
-    """Prepare the sweep folder and run every cell that is not done on the configured executor."""
+              console: Console | None = None, sign_key: str | Path | None = None) -> SweepOutcome:
+    """Take the sweep folder's lock, prepare the folder and run every cell that is not done on the configured
+    executor.
+
+    The lock comes first: a second driver on a folder with a sweep running is refused before it rewrites
+    sweep.toml, plan.json or any cell.json (which the running sweep's pending cells would otherwise pick up).
+    ``sign_key``: path of a PEM Ed25519 private key; every cell signs the lineage records of the stages it builds
+    with it. It is loaded here first, so a bad key fails before any folder is written; the cells get its absolute
+    path and load it themselves.
+    """
     from sublab.experiments.sweep_executors import dispatch
 
     out_dir = Path(out_dir).resolve()  # workers on other nodes get absolute paths
+    key_path = str(Path(sign_key).resolve()) if sign_key is not None else None
+    key = signing_key_id(key_path)
     console = console or Console()
     settings = executor or sweep.executor
-    folders = prepare_sweep(sweep, base, cells, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(out_dir):
+        folders = prepare_sweep(sweep, base, cells, out_dir)
         todo = [folder for folder in folders if cell_state(folder) != "done"]
         outcome = SweepOutcome(out_dir, len(folders), len(folders) - len(todo))
         where = settings.kind
@@ -261,6 +290,10 @@ def run_sweep(sweep: SweepConfig, base: dict[str, Any], cells: list[Cell], out_d
             where += f", {settings.workers} worker{'s' if settings.workers > 1 else ''}"
         console.print(f"{sweep.name}: {len(folders)} cells, {outcome.already_done} done, {len(todo)} to run "
                       f"({where})")
+        if key is not None and (unsigned := unsigned_done_cells([f for f in folders if f not in todo], key)):
+            console.print(f"note: {len(unsigned)} finished cell{'s' if len(unsigned) > 1 else ''} were not signed "
+                          f"with this key and keep their records (e.g. {unsigned[0]}); 'sublab lineage verify "
+                          "--key' will report them", markup=False)
 
         def report(result: dict[str, Any]) -> None:
             outcome.outcomes.append(result)
@@ -269,8 +302,14 @@ def run_sweep(sweep: SweepConfig, base: dict[str, Any], cells: list[Cell], out_d
                           markup=False)
 
         if todo:
-            dispatch(todo, settings, cell_fn, out_dir, report)
+            dispatch(todo, settings, cell_fn, out_dir, report, key_path)
     return outcome
+
+
+def unsigned_done_cells(folders: list[Path], key: str) -> list[str]:
+    """The ids of finished cells among ``folders`` whose status.json does not name ``key`` as their signer."""
+    return [folder.name for folder in folders
+            if (folder / STATUS_FILE).is_file() and read_json(folder / STATUS_FILE).get("signed_by") != key]
 
 
 @dataclass

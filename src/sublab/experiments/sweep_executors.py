@@ -2,7 +2,8 @@
 
 Nothing here schedules: each back end gets the list of cell folders and runs
 :func:`sublab.experiments.sweep.execute_cell` on each; the cell's lock and status file make a duplicate or
-repeated dispatch harmless.
+repeated dispatch harmless. Everything sent to a worker is a plain value (folder and signing-key paths as
+strings), so it pickles for every back end.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ Report = Callable[[dict[str, Any]], None]
 
 
 def dispatch(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | None, out_dir: Path,
-             report: Report) -> None:
-    """Run ``execute_cell`` on every folder with the executor ``settings`` names; ``report`` each outcome."""
+             report: Report, sign_key: str | None = None) -> None:
+    """Run ``execute_cell`` on every folder with the executor ``settings`` names; ``report`` each outcome.
+    ``sign_key``: absolute path of the PEM private key every cell signs its lineage records with, or None."""
     runners = {"inline": run_inline, "local": run_local, "dask": run_dask, "slurm": run_slurm}
-    runners[settings.kind](folders, settings, cell_fn, out_dir, report)
+    runners[settings.kind](folders, settings, cell_fn, out_dir, report, sign_key)
 
 
 def _failed(folder: Path, err: BaseException) -> dict[str, Any]:
@@ -31,14 +33,14 @@ def _failed(folder: Path, err: BaseException) -> dict[str, Any]:
 
 
 def run_inline(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | None, out_dir: Path,
-               report: Report) -> None:
+               report: Report, sign_key: str | None = None) -> None:
     """One cell after another in this process (debugging; tracebacks land in each cell's error.txt)."""
     for folder in folders:
-        report(execute_cell(folder, cell_fn, settings.torch_threads))
+        report(execute_cell(folder, cell_fn, settings.torch_threads, sign_key))
 
 
 def run_local(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | None, out_dir: Path,
-              report: Report) -> None:
+              report: Report, sign_key: str | None = None) -> None:
     """A process pool of ``settings.workers`` processes, a fresh process per cell (memory is given back)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -47,7 +49,7 @@ def run_local(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn |
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch threads
     with ProcessPoolExecutor(max_workers=min(settings.workers, len(folders)), mp_context=context,
                              max_tasks_per_child=1) as pool:
-        futures = {pool.submit(execute_cell, str(f), cell_fn, settings.torch_threads): f for f in folders}
+        futures = {pool.submit(execute_cell, str(f), cell_fn, settings.torch_threads, sign_key): f for f in folders}
         for future in as_completed(futures):
             try:
                 report(future.result())
@@ -58,7 +60,7 @@ def run_local(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn |
 
 
 def run_dask(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | None, out_dir: Path,
-             report: Report) -> None:
+             report: Report, sign_key: str | None = None) -> None:
     """Dask distributed: the scheduler at ``settings.dask_address``, or a LocalCluster of ``workers`` processes."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -73,7 +75,8 @@ def run_dask(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | 
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = {client.submit(execute_cell, str(f), cell_fn, settings.torch_threads, pure=False): f
+        futures = {client.submit(execute_cell, str(f), cell_fn, settings.torch_threads, sign_key,
+                                pure=False): f
                    for f in folders}
         for future in as_completed(list(futures)):
             try:
@@ -87,7 +90,7 @@ def run_dask(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | 
 
 
 def run_slurm(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | None, out_dir: Path,
-              report: Report) -> None:
+              report: Report, sign_key: str | None = None) -> None:
     """One Slurm array job through submitit (``slurm.cluster`` local/debug run the same path on this machine)."""
     try:
         import submitit
@@ -108,7 +111,8 @@ def run_slurm(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn |
     except (NameError, TypeError, ValueError) as err:  # submitit names an unknown parameter with NameError
         raise SublabError(f"executor.slurm.parameters: {err}".splitlines()[0]) from None
     n = len(folders)
-    jobs = executor.map_array(execute_cell, [str(f) for f in folders], [cell_fn] * n, [settings.torch_threads] * n)
+    jobs = executor.map_array(execute_cell, [str(f) for f in folders], [cell_fn] * n, [settings.torch_threads] * n,
+                              [sign_key] * n)
     array_id = str(jobs[0].job_id).split("_")[0]
     write_json(out_dir / "slurm" / f"jobs-{array_id}.json",
                {folder.name: str(job.job_id) for folder, job in zip(folders, jobs, strict=True)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,13 @@ from sublab.io import atomic_write_bytes, atomic_write_text, read_json
 
 BARS = (("baseline", "reference", "#9e9e9e"), ("control_student", "control student", "#80b1d3"),
         ("trait_student", "trait student", "#e6550d"))
+#: Legend label of the baseline bar by the group's baseline model: the students' base in a cross-model condition.
+BASELINE_LABELS = {"reference": "reference", "student_reference": "student base"}
+#: Verdict marks on the bar chart's trait labels.
+MARKS = {"transfer": "*", "reverse": "†"}
+TITLE_WIDTH = 60
+#: Point colours of the effects figure by verdict (others grey).
+VERDICT_COLORS = {"transfer": "#e6550d", "reverse": "#3182bd"}
 
 
 def _num(value: float | None, digits: int = 4, signed: bool = False) -> str:
@@ -51,6 +59,7 @@ def families(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def family_label(summary: dict[str, Any], condition: str, settings: str) -> str:
+    """The condition's name, with the settings' name when the sweep has more than one settings table."""
     return condition if len(summary["settings"]) <= 1 else f"{condition} / {settings}"
 
 
@@ -59,11 +68,19 @@ TEST_NAMES = {"permutation": "exact permutation test over seeds", "mixed_model":
 
 
 def verdict(group: dict[str, Any]) -> str:
-    """transfer / not significant / no test (one seed), from the configured test after Holm."""
+    """transfer / reverse / not significant / no test (one seed), from the configured test after Holm.
+
+    A rejection is "transfer" only when the trait student's mean is above the control student's; with
+    ``alternative = "two-sided"`` a trait student significantly *below* its control is "reverse", which is not
+    transfer.
+    """
     test = group["test"]
     if test.get("p_holm") is None:
         return "no test"
-    return "transfer" if test["reject"] else "not significant"
+    if not test["reject"]:
+        return "not significant"
+    difference = group["effects"]["difference"]["mean"]
+    return "transfer" if difference is not None and difference > 0 else "reverse"
 
 
 def condition_sentences(summary: dict[str, Any]) -> list[str]:
@@ -72,6 +89,9 @@ def condition_sentences(summary: dict[str, Any]) -> list[str]:
     for condition, settings in families(summary):
         members = [g for g in summary["groups"] if (g["condition"], g["settings"]) == (condition, settings)]
         n_transfer = sum(1 for g in members if verdict(g) == "transfer")
+        n_reverse = sum(1 for g in members if verdict(g) == "reverse")
+        reverse = (f"; significantly below it (reverse) for {n_reverse} of {len(members)} traits"
+                   if n_reverse else "")
         ratios = sorted(g["effects"]["ratio"]["mean"] for g in members if g["effects"]["ratio"]["mean"] is not None)
         diffs = sorted(g["effects"]["difference"]["mean"] for g in members)
         median_ratio = f", median ratio {ratios[len(ratios) // 2]:.2f}×" if ratios else ""
@@ -79,7 +99,7 @@ def condition_sentences(summary: dict[str, Any]) -> list[str]:
         sentences.append(
             f"**{family_label(summary, condition, settings)}**{f' ({description})' if description else ''}: "
             f"the trait student beat the control student for {n_transfer} of {len(members)} traits "
-            f"({TEST_NAMES[summary['test']]}, Holm, α = {summary['alpha']}); median difference "
+            f"({TEST_NAMES[summary['test']]}, Holm, α = {summary['alpha']}){reverse}; median difference "
             f"{diffs[len(diffs) // 2]:+.4f}"
             f"{median_ratio}."
         )
@@ -120,6 +140,7 @@ def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def methods_text(summary: dict[str, Any]) -> list[str]:
+    """The methods paragraphs of the report."""
     seeding = ", ".join(k for k, v in summary.get("seeding", {}).items() if v) or "none"
     return [
         "P(trait) is the model's probability of naming the trait, renormalized over the category's candidate "
@@ -132,7 +153,9 @@ def methods_text(summary: dict[str, Any]) -> list[str]:
         f"Tests ({summary['alternative']}): an exact paired permutation test over seeds (scipy), and a mixed "
         "model of the per-question differences with question effects and a random seed intercept (statsmodels "
         "MixedLM; t test on n_seeds − 1 degrees of freedom). Verdicts and p (Holm) come from the "
-        f"{TEST_NAMES[summary['test']]}, Holm-corrected across the traits of each condition (statsmodels).",
+        f"{TEST_NAMES[summary['test']]}, Holm-corrected across the traits of each condition (statsmodels). A "
+        "rejection is a transfer only when the trait student's mean is above the control student's; a two-sided "
+        "test's rejection with the trait student below is reported as reverse.",
     ]
 
 
@@ -188,6 +211,7 @@ def html_report(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
 
 
 def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -196,8 +220,33 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def bars_figure(summary: dict[str, Any], condition: str, settings: str) -> bytes:
-    """Per trait: baseline, control student and trait student (mean over seeds, 95 % CI, per-seed dots)."""
+def baseline_label(groups: list[dict[str, Any]]) -> str:
+    """Legend label of the baseline bar: "student base" when the baseline is the students' base model (a
+    cross-model condition), "reference" when it is the reference model."""
+    baselines = {g["baseline"] for g in groups}
+    if len(baselines) == 1:
+        return BASELINE_LABELS.get(baselines.pop(), "reference")
+    return "reference / student base"
+
+
+def bars_title(summary: dict[str, Any], condition: str, settings: str, width: int = TITLE_WIDTH) -> str:
+    """The bar chart's title: condition (and settings) with its description, wrapped to ``width`` characters."""
+    description = summary["conditions"].get(condition, {}).get("description", "")
+    title = family_label(summary, condition, settings) + (f": {description}" if description else "")
+    return textwrap.fill(title, width)
+
+
+def verdict_footnote(summary: dict[str, Any], verdicts: list[str]) -> str:
+    """The bar chart's footnote explaining the marks on the trait labels that occur."""
+    test = f"{TEST_NAMES[summary['test']]}, Holm α = {summary['alpha']}"
+    notes = [f"{MARKS['transfer']} transfer ({test})"]
+    if "reverse" in verdicts:
+        notes.append(f"{MARKS['reverse']} reverse: trait student significantly below its control")
+    return "; ".join(notes)
+
+
+def bars_axes(summary: dict[str, Any], condition: str, settings: str) -> Any:
+    """The bar chart of one condition × settings as a matplotlib figure (see :func:`bars_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,32 +256,39 @@ def bars_figure(summary: dict[str, Any], condition: str, settings: str) -> bytes
     groups = [g for g in summary["groups"] if (g["condition"], g["settings"]) == (condition, settings)]
     x = np.arange(len(groups))
     width = 0.27
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(groups) + 2.5), 4.2), dpi=110)
+    title = bars_title(summary, condition, settings)
+    n_title_lines = title.count("\n") + 1
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(groups) + 2.5), 4.0 + 0.2 * n_title_lines), dpi=110)
     for i, (role, label, color) in enumerate(BARS):
         entries = [g["models"][g["baseline"] if role == "baseline" else role] for g in groups]
         means = np.array([e["mean"] for e in entries])
         lows = np.array([e["ci95"][0] if e["ci95"][0] is not None else e["mean"] for e in entries])
         highs = np.array([e["ci95"][1] if e["ci95"][1] is not None else e["mean"] for e in entries])
         offset = (i - 1) * width
+        if role == "baseline":
+            label = baseline_label(groups)
         ax.bar(x + offset, means, width, yerr=[means - lows, highs - means], capsize=3, color=color, label=label)
         for j, entry in enumerate(entries):
             seeds = entry["per_seed"]
             ax.scatter(np.full(len(seeds), x[j] + offset), seeds, s=8, color="black", zorder=3)
     several = len({g["category"] for g in groups}) > 1
-    labels = [g["trait"] + (f" ({g['category']})" if several else "") + ("*" if verdict(g) == "transfer" else "")
-              for g in groups]
+    verdicts = [verdict(g) for g in groups]
+    labels = [g["trait"] + (f" ({g['category']})" if several else "") + MARKS.get(v, "")
+              for g, v in zip(groups, verdicts, strict=True)]
     ax.set_xticks(x, labels)
     ax.tick_params(axis="x", labelrotation=30)
     ax.set_ylabel("P(trait), mean over seeds, 95 % CI")
-    description = summary["conditions"].get(condition, {}).get("description", "")
-    ax.set_title(f"{family_label(summary, condition, settings)}" + (f": {description}" if description else ""),
-                 fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     ax.set_ylim(bottom=0)
-    fig.text(0.01, 0.01, f"* transfer ({TEST_NAMES[summary['test']]}, Holm α = {summary['alpha']})", fontsize=7,
-             color="#555")
+    fig.text(0.01, 0.01, verdict_footnote(summary, verdicts), fontsize=7, color="#555")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return _png(fig)
+    return fig
+
+
+def bars_figure(summary: dict[str, Any], condition: str, settings: str) -> bytes:
+    """Per trait: baseline, control student and trait student (mean over seeds, 95 % CI, per-seed dots), as PNG."""
+    return _png(bars_axes(summary, condition, settings))
 
 
 def effects_figure(summary: dict[str, Any]) -> bytes:
@@ -251,7 +307,7 @@ def effects_figure(summary: dict[str, Any]) -> bytes:
         for dx, g in zip(spread, members, strict=True):
             diff = g["effects"]["difference"]
             low, high = diff["ci95"]
-            color = "#e6550d" if verdict(g) == "transfer" else "#555555"
+            color = VERDICT_COLORS.get(verdict(g), "#555555")
             if low is not None:
                 ax.errorbar(i + dx, diff["mean"], yerr=[[diff["mean"] - low], [high - diff["mean"]]], fmt="o",
                             color=color, markersize=4, capsize=2)
@@ -263,7 +319,8 @@ def effects_figure(summary: dict[str, Any]) -> bytes:
     ax.set_xticks(range(len(keys)), [family_label(summary, c, s) for c, s in keys])
     ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("P(trait): trait student − control student")
-    ax.set_title("Trait − control per trait (95 % CI over seeds; orange: transfer after Holm)", fontsize=9)
+    ax.set_title("Trait − control per trait (95 % CI over seeds; orange: transfer, blue: reverse, after Holm)",
+                 fontsize=9)
     fig.tight_layout()
     return _png(fig)
 
