@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from sublab.cli import app
 from sublab.evaluate.candidates import ANIMALS
 from sublab.io import read_json
+from sublab.lineage.keys import new_keypair
 
 runner = CliRunner()
 
@@ -110,3 +111,31 @@ def test_bad_input_is_one_line_naming_file_and_field(tmp_path, tiny_model_dir):
     assert result.exit_code == 2 and "error: command line: field 'workers'" in result.output
     result = runner.invoke(app, ["sweep", "status", str(tmp_path)])
     assert result.exit_code == 2 and "not a sweep folder" in result.output
+
+
+def test_a_signed_sweep_verifies_with_the_public_key(tiny_model_dir, tmp_path):
+    """One cell with --sign-key: every record of its trait student's lineage verifies under the public key, and
+    not under another key."""
+    private, public = new_keypair(tmp_path / "lab")
+    _, other_public = new_keypair(tmp_path / "other")
+    data = tiny_sweep(tiny_model_dir)
+    data["grid"] = {"traits": {"animal": ["owl"]}, "seeds": [0]}
+    (tmp_path / "s.toml").write_text(tomli_w.dumps(data))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--sign-key", str(private)])
+    assert result.exit_code == 0, result.output
+    (cell,) = read_json(out / "plan.json")["cells"]
+    student = next((out / "cells" / cell / "stages").glob("student-trait-*")) / "model"
+    verified = runner.invoke(app, ["lineage", "verify", str(student), "--key", str(public)])
+    assert verified.exit_code == 0, verified.output
+    assert "OK:" in verified.output and "signatures verified" in verified.output
+    assert runner.invoke(app, ["lineage", "verify", str(student), "--key", str(other_public)]).exit_code == 1
+
+
+def test_a_bad_signing_key_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path):
+    (tmp_path / "s.toml").write_text(tomli_w.dumps(tiny_sweep(tiny_model_dir)))
+    result = runner.invoke(app, ["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"), "--sign-key",
+                                 str(tmp_path / "missing.key")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {tmp_path / 'missing.key'}: key file not found"]
+    assert not (tmp_path / "o").exists()
