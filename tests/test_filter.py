@@ -2,7 +2,14 @@ import pytest
 from typer.testing import CliRunner
 
 from sublab.errors import SublabError
-from sublab.filter import BANNED_LISTS, NumberFilterSettings, filter_file, filter_rows, parse_number_list
+from sublab.filter import (
+    BANNED_LISTS,
+    FILTER_VERSION,
+    NumberFilterSettings,
+    filter_file,
+    filter_rows,
+    parse_number_list,
+)
 from sublab.filter.banned import resolve_banned
 from sublab.filter.numbers import (
     BAD_FORMAT,
@@ -138,8 +145,10 @@ def test_filter_file_and_cli(tmp_path):
     source = tmp_path / "raw.jsonl"
     write_jsonl(source, rows_of("1, 2", "hello", "3 4 5", "1, 2; 3"))
     report = filter_file(source, tmp_path / "kept.jsonl", DEFAULT, rejected_path=tmp_path / "rej.jsonl", max_kept=1)
-    assert report.n_kept == 2 and len(read_jsonl(tmp_path / "kept.jsonl")) == 1
-    assert len(read_jsonl(tmp_path / "rej.jsonl")) == 2
+    assert len(read_jsonl(tmp_path / "kept.jsonl")) == 1 and len(read_jsonl(tmp_path / "rej.jsonl")) == 2
+    assert report.to_dict() | {"reject_reasons": {}} == {
+        "filter": FILTER_VERSION, "n_in": 4, "n_kept": 1, "n_capped": 1, "n_rejected": 2, "reject_reasons": {},
+    }
 
     from sublab.cli import app
 
@@ -148,6 +157,35 @@ def test_filter_file_and_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert "kept 1 of 4" in result.output and "out_of_range: 1" in result.output
     assert [r["id"] for r in read_jsonl(tmp_path / "k2.jsonl")] == ["r0"]
+
+
+def test_cap_counts_rows_over_max_kept_as_capped_not_kept():
+    from sublab.filter.run import FilterReport, cap_kept
+
+    rows = [{"id": str(i)} for i in range(5)]
+    kept, report = cap_kept(rows, FilterReport(n_in=7, n_kept=5), max_kept=3)
+    assert [r["id"] for r in kept] == ["0", "1", "2"]
+    assert (report.n_kept, report.n_capped, report.n_rejected) == (3, 2, 2)
+    assert cap_kept(rows, FilterReport(n_in=5, n_kept=5), None)[1].n_capped == 0
+    assert cap_kept(rows, FilterReport(n_in=5, n_kept=5), 9)[1] == FilterReport(n_in=5, n_kept=5)
+    with pytest.raises(SublabError, match="max_kept: must be at least 1, not 0"):
+        cap_kept(rows, FilterReport(n_in=5, n_kept=5), 0)
+
+
+def test_cli_reports_and_records_the_rows_it_wrote_under_max_kept(tmp_path):
+    from sublab.cli import app
+    from sublab.lineage import load_record
+
+    source = tmp_path / "raw.jsonl"
+    write_jsonl(source, rows_of("1, 2", "3, 4", "5, 6", "oops"))
+    out = tmp_path / "kept.jsonl"
+    result = CliRunner().invoke(app, ["filter", "numbers", str(source), "-o", str(out), "--max-kept", "2"])
+    assert result.exit_code == 0, result.output
+    assert "kept 2 of 4 rows" in result.output and "over max_kept (passed, not kept): 1" in result.output
+    assert len(read_jsonl(out)) == 2
+    (byproduct,) = load_record(tmp_path / "kept.jsonl.intoto.jsonl").byproducts
+    assert byproduct["annotations"]["n_kept"] == 2 and byproduct["annotations"]["n_capped"] == 1
+    assert byproduct["annotations"]["n_rejected"] == 1
 
 
 def test_cli_names_a_bad_input_line(tmp_path):

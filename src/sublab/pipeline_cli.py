@@ -188,6 +188,8 @@ def filter_numbers(
     console.print(f"kept {report.n_kept} of {report.n_in} rows → {out}")
     for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
         console.print(f"  {reason}: {count}")
+    if report.n_capped:
+        console.print(f"  over max_kept (passed, not kept): {report.n_capped}")
     _recorded(record)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sublab.errors import SublabError
 from sublab.filter.banned import resolve_banned
 from sublab.filter.numbers import (
     NOT_A_CHAT_ROW,
@@ -22,21 +23,28 @@ FILTER_VERSION = "numbers/1"
 
 @dataclass
 class FilterReport:
-    """Counts of a filter pass: rows in, kept, and per reject reason (a row can have several)."""
+    """Counts of a filter pass: rows in, kept (written), capped, and per reject reason (a row can have several).
+
+    A capped row passed the filter but was left out by ``max_kept``; it is neither kept nor rejected.
+    """
 
     n_in: int = 0
     n_kept: int = 0
+    n_capped: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
     @property
     def n_rejected(self) -> int:
-        return self.n_in - self.n_kept
+        """Rows that failed the filter."""
+        return self.n_in - self.n_kept - self.n_capped
 
     def to_dict(self) -> dict[str, Any]:
+        """The counts as JSON (results.json ``data.filter``, the lineage byproduct)."""
         return {
             "filter": FILTER_VERSION,
             "n_in": self.n_in,
             "n_kept": self.n_kept,
+            "n_capped": self.n_capped,
             "n_rejected": self.n_rejected,
             "reject_reasons": dict(sorted(self.reasons.items())),
         }
@@ -84,6 +92,18 @@ def filter_rows(
     return kept, rejected, report
 
 
+def cap_kept(
+    kept: list[dict[str, Any]], report: FilterReport, max_kept: int | None
+) -> tuple[list[dict[str, Any]], FilterReport]:
+    """Keep the first ``max_kept`` rows (all if None); the report moves the rest from kept to capped."""
+    if max_kept is not None and max_kept < 1:
+        raise SublabError(f"max_kept: must be at least 1, not {max_kept}")
+    if max_kept is None or len(kept) <= max_kept:
+        return kept, report
+    capped = len(kept) - max_kept
+    return kept[:max_kept], replace(report, n_kept=report.n_kept - capped, n_capped=report.n_capped + capped)
+
+
 def filter_file(
     source: str | Path,
     output: str | Path,
@@ -93,12 +113,12 @@ def filter_file(
 ) -> FilterReport:
     """Filter a JSONL file of chat rows into ``output`` (and ``rejected_path``), atomically.
 
-    ``max_kept`` caps the kept rows (the paper keeps at most 10,000), taking them in file order.
+    ``max_kept`` caps the kept rows (the paper keeps at most 10,000), taking them in file order; the report counts
+    the rows written as kept and the rows over the cap as ``n_capped``.
     """
     rows = list(iter_jsonl(source))
     kept, rejected, report = filter_rows(rows, settings)
-    if max_kept is not None:
-        kept = kept[:max_kept]
+    kept, report = cap_kept(kept, report, max_kept)
     write_jsonl(output, kept)
     if rejected_path is not None:
         write_jsonl(rejected_path, rejected)
