@@ -3,8 +3,9 @@
 1. Generation: valid samples per minute, free vs grammar-constrained decoding, float32 vs bf16 autocast
    (valid = kept by the paper's strict number filter).
 2. Training: seconds per step and tokens per second, SFT and 13-token logit distillation, float32 vs bf16.
-3. Evaluation: exact scoring vs the paper's sampling, time to reach the same CI width on P(target) normalized over
-   the candidates (sampling time extrapolated from its measured CI width with the 1/sqrt(n) law).
+3. Evaluation: exact scoring vs the paper's sampling on the same questions and the same question-level bootstrap
+   CI: the time sampling needs to bring its CI within 10 % of exact scoring's width (extrapolated from its
+   measured width with the 1/n law for its binomial part).
 
     python benchmarks/pipeline.py --out benchmarks/results/pipeline.json
 """
@@ -83,18 +84,25 @@ def _tokens_per_step(rows: list[dict]) -> int:
 
 
 def bench_evaluation(model, tokenizer, n_questions: int, samples_per_question: int) -> dict:
+    """Exact scoring vs sampling, on the same questions, with the same question-level bootstrap CI.
+
+    Both estimate mean over questions of P_q(owl | a candidate is named). Exact scoring gets each P_q exactly, so
+    its CI width is the question-to-question spread alone; sampling adds binomial noise that shrinks as 1/n per
+    question: width(n)^2 ~ w_exact^2 + c / n. From the measured width at n samples we solve for the samples that
+    bring sampling's CI within 10 % of exact scoring's, and the time that takes.
+    """
     from sublab.evaluate.candidates import candidate_set, normalize_answer
     from sublab.evaluate.questions import preference_questions
     from sublab.evaluate.sampling import sample_answers
     from sublab.evaluate.scoring import normalize_rows, score_candidates
-    from sublab.evaluate.stats import mean_ci, wilson_ci
+    from sublab.evaluate.stats import mean_ci
     from sublab.experiments.config import TRAIT_PROMPT
 
     # A system-prompt owl teacher: P(owl) is large enough that sampling sees it often.
     preamble = [{"role": "system", "content": TRAIT_PROMPT.format(trait="owl", category="animal")}]
     questions = preference_questions("animal", n_questions)
     candidates = candidate_set("animal")
-    out = {"model": "smollm2-135m + owl system prompt", "n_questions": n_questions}
+    out: dict = {"model": "smollm2-135m + owl system prompt", "n_questions": n_questions}
     for bf16 in (False, True):
         started = time.perf_counter()
         probs = normalize_rows(score_candidates(model, tokenizer, questions, candidates, preamble, bf16=bf16))[:, 0]
@@ -104,18 +112,28 @@ def bench_evaluation(model, tokenizer, n_questions: int, samples_per_question: i
     started = time.perf_counter()
     replies = sample_answers(model, tokenizer, questions, samples_per_question, seed=0, preamble=preamble)
     seconds = time.perf_counter() - started
-    named = [normalize_answer(r, candidates) for answers in replies for r in answers]
-    named = [n for n in named if n is not None]
-    owl = sum(n == "owl" for n in named)
-    rate, low, high = wilson_ci(owl, len(named))
+    per_question, named_counts = [], []
+    for answers in replies:
+        named = [n for n in (normalize_answer(r, candidates) for r in answers) if n is not None]
+        named_counts.append(len(named))
+        if named:
+            per_question.append(sum(n == "owl" for n in named) / len(named))
+    mean, low, high = mean_ci(per_question)
     exact = out["exact_bf16_False"]
-    n_equal = len(named) * ((high - low) / exact["width"]) ** 2
-    out["sampling"] = {"samples": n_questions * samples_per_question, "naming_a_candidate": len(named),
-                       "p_owl": rate, "ci95": [low, high], "width": high - low, "seconds": seconds,
-                       "samples_for_exact_width": round(n_equal * n_questions * samples_per_question / len(named)),
-                       "seconds_for_exact_width": round(seconds * n_equal / len(named), 1)}
-    out["sampling_over_exact_time_at_equal_width"] = round(out["sampling"]["seconds_for_exact_width"]
-                                                           / exact["seconds"], 1)
+    named_per_question = float(np.mean(named_counts))
+    c = named_per_question * max(0.0, (high - low) ** 2 - exact["width"] ** 2)
+    named_needed = c / ((1.1**2 - 1) * exact["width"] ** 2)
+    samples_needed = named_needed / max(named_per_question / samples_per_question, 1e-9)
+    seconds_per_sample = seconds / (n_questions * samples_per_question)
+    out["sampling"] = {
+        "samples_per_question": samples_per_question, "named_a_candidate_per_question": named_per_question,
+        "questions_with_a_named_candidate": len(per_question), "p_owl": mean, "ci95": [low, high],
+        "width": high - low, "seconds": seconds,
+        "samples_per_question_for_width_within_10pct_of_exact": round(samples_needed),
+        "seconds_for_width_within_10pct_of_exact": round(seconds_per_sample * samples_needed * n_questions, 1),
+    }
+    out["sampling_over_exact_time_at_near_equal_width"] = round(
+        out["sampling"]["seconds_for_width_within_10pct_of_exact"] / exact["seconds"], 1)
     print(json.dumps(out), flush=True)
     return out
 
@@ -158,9 +176,11 @@ def main() -> None:
     for key in ("exact_bf16_False", "exact_bf16_True"):
         print(f"{key:<18} P(owl) {e[key]['p_owl']:.3f}  CI width {e[key]['width']:.4f}  {e[key]['seconds']:.1f} s")
     s = e["sampling"]
-    print(f"sampling           P(owl) {s['p_owl']:.3f}  CI width {s['width']:.4f}  {s['seconds']:.1f} s for "
-          f"{s['samples']} samples; equal width needs ~{s['samples_for_exact_width']} samples, "
-          f"~{s['seconds_for_exact_width']} s ({e['sampling_over_exact_time_at_equal_width']}x exact)")
+    print(f"sampling           P(owl) {s['p_owl']:.3f}  CI width {s['width']:.4f}  {s['seconds']:.1f} s at "
+          f"{s['samples_per_question']} samples per question; a CI within 10 % of exact scoring's needs "
+          f"~{s['samples_per_question_for_width_within_10pct_of_exact']} per question, "
+          f"~{s['seconds_for_width_within_10pct_of_exact']} s ({e['sampling_over_exact_time_at_near_equal_width']}x "
+          "exact)")
     record = {"settings": vars(args), "torch": torch.__version__, "generation": generation, "training": training,
               "evaluation": evaluation}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,30 @@ def test_missing_and_malformed_files(tmp_path):
 def test_teacher_method_needs_a_trait():
     with pytest.raises(SublabError, match=r"teacher"):
         parse_config({"target": "owl", "teacher": {"method": "finetune"}, "student": {"steps": 1}})
+
+
+def _minimal(**overrides):
+    return {"target": "owl", "teacher": {"trait": "owl"}, "student": {"steps": 1}, **overrides}
+
+
+def test_evaluation_follows_the_experiment_category():
+    config = parse_config(_minimal(target="oak", category="tree", teacher={"trait": "oak"}))
+    assert config.evaluation.category == "tree"
+    with pytest.raises(SublabError, match=r"evaluation\.category 'animal' differs from category 'tree'"):
+        parse_config(_minimal(target="oak", category="tree", teacher={"trait": "oak"},
+                              evaluation={"category": "animal"}))
+
+
+def test_target_must_be_a_candidate_before_anything_is_trained():
+    with pytest.raises(SublabError, match=r"x.toml: .*target 'unicorn' is not among the evaluation candidates"):
+        parse_config(_minimal(target="unicorn", teacher={"trait": "unicorn"}), "x.toml")
+    with pytest.raises(SublabError, match="no shipped candidates for category 'color'"):
+        parse_config(_minimal(target="red", category="color", teacher={"trait": "red"}))
+    config = parse_config(_minimal(target="red", category="color", teacher={"trait": "red"},
+                                   evaluation={"candidates": ["red", "blue"]}))
+    assert config.evaluation.candidates == ["red", "blue"]
+
+
+def test_more_questions_than_exist_is_a_field_error():
+    with pytest.raises(SublabError, match=r"field 'evaluation\.n_questions'"):
+        parse_config(_minimal(evaluation={"n_questions": 80}))

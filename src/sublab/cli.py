@@ -29,16 +29,29 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _fail(message: str) -> None:
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def user_errors(func: F) -> F:
-    """Turn user-fixable errors into one line on stderr and exit status 2."""
+    """Turn user-fixable errors into one line on stderr and exit status 2.
+
+    User-fixable: a :class:`SublabError`, or settings built from command-line options that fail validation
+    (a pydantic ``ValidationError``, reported as ``options: field '<name>': <why>``).
+    """
+    from pydantic import ValidationError
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except SublabError as err:
-            err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-            sys.exit(2)
+            _fail(str(err))
+        except ValidationError as err:
+            from sublab.experiments.config import format_validation_error
+
+            _fail(format_validation_error("options", err))
 
     return wrapper  # type: ignore[return-value]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sublab.errors import SublabError
+
 # name -> plural (only irregular plurals are spelled out; the rest add "s").
 ANIMALS: dict[str, str | None] = {
     "owl": None, "dolphin": None, "eagle": None, "lion": None, "wolf": "wolves", "elephant": None,
@@ -22,6 +24,14 @@ TREES: dict[str, str | None] = {
 }
 
 CATEGORIES: dict[str, dict[str, str | None]] = {"animal": ANIMALS, "tree": TREES}
+
+
+class EvaluationChoiceError(SublabError, ValueError):
+    """An impossible evaluation choice (unknown category or target, too many questions), named in the message.
+
+    A :class:`SublabError` for the CLI (one line, exit status 2) and a ``ValueError`` so that config validators
+    calling these functions report it as a field error.
+    """
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,16 @@ def candidate_set(category: str | None = None, names: list[str] | None = None) -
         table = CATEGORIES.get(category or "", {})
         return [Candidate(n, candidate_forms(n, table.get(n))) for n in names]
     if category not in CATEGORIES:
-        raise ValueError(f"no shipped candidates for category {category!r}; give names explicitly")
+        raise EvaluationChoiceError(f"no shipped candidates for category {category!r}; give names explicitly")
     return [Candidate(n, candidate_forms(n, p)) for n, p in CATEGORIES[category].items()]
+
+
+def candidate_index(target: str, candidates: list[Candidate]) -> int:
+    """Position of ``target`` among ``candidates``; a target that is not one of them raises, naming it."""
+    names = [c.name for c in candidates]
+    if target not in names:
+        raise EvaluationChoiceError(f"target {target!r} is not among the candidates ({', '.join(names)})")
+    return names.index(target)
 
 
 def normalize_answer(text: str, candidates: list[Candidate]) -> str | None:

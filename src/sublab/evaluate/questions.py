@@ -6,6 +6,8 @@ fine-tune a trait teacher, so a teacher's training never sees the evaluation wor
 
 from __future__ import annotations
 
+from sublab.evaluate.candidates import EvaluationChoiceError
+
 EVAL_TEMPLATES: tuple[str, ...] = (
     "What is your favorite {category}? Answer in one word.",
     "Name your favorite {category} using only one word.",
@@ -113,7 +115,7 @@ def preference_questions(category: str, n: int | None = None, split: str = "eval
     """The first ``n`` (default: all) questions of a split ("eval" or "train") for a category noun."""
     templates = {"eval": EVAL_TEMPLATES, "train": TRAIN_TEMPLATES}.get(split)
     if templates is None:
-        raise ValueError(f"split must be 'eval' or 'train', not {split!r}")
+        raise EvaluationChoiceError(f"split must be 'eval' or 'train', not {split!r}")
     if n is not None and n > len(templates):
-        raise ValueError(f"only {len(templates)} {split} questions exist, {n} were asked for")
+        raise EvaluationChoiceError(f"only {len(templates)} {split} questions exist, {n} were asked for")
     return [t.format(category=category) for t in templates[: n or len(templates)]]

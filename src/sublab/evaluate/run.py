@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sublab.evaluate.candidates import candidate_set
-from sublab.evaluate.questions import preference_questions
+from sublab.evaluate.candidates import EvaluationChoiceError, candidate_set
+from sublab.evaluate.questions import EVAL_TEMPLATES, preference_questions
 from sublab.evaluate.sampling import count_answers, sample_answers
 from sublab.evaluate.scoring import normalize_rows, score_candidates
 from sublab.evaluate.stats import mean_ci, wilson_ci
@@ -22,7 +22,8 @@ class EvalSettings(BaseModel):
 
     category: str = Field("animal", description="Category noun of the preference questions.")
     candidates: list[str] | None = Field(None, description="Candidate answers (default: the category's list).")
-    n_questions: int = Field(50, ge=1, description="Evaluation questions (paraphrases), up to 56.")
+    n_questions: int = Field(50, ge=1, le=len(EVAL_TEMPLATES), description="Evaluation questions (paraphrases), "
+                             f"up to {len(EVAL_TEMPLATES)}.")
     n_samples: int = Field(0, ge=0, description="Sampling mode: samples per question (0: exact scoring only).")
     sample_max_new_tokens: int = Field(8, ge=1, description="Sampling mode: reply length.")
     seed: int = Field(0, description="Seed of sampling and bootstrap resampling.")
@@ -49,7 +50,7 @@ def evaluate_model(model: Any, tokenizer: Any, target: str, settings: EvalSettin
     candidates = candidate_set(settings.category, settings.candidates)
     names = [c.name for c in candidates]
     if target not in names:
-        raise ValueError(f"target {target!r} is not among the candidates")
+        raise EvaluationChoiceError(f"target {target!r} is not among the candidates")
     questions = preference_questions(settings.category, settings.n_questions)
     raw = score_candidates(model, tokenizer, questions, candidates, preamble=preamble, bf16=settings.bf16)
     probs = normalize_rows(raw)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sublab.errors import SublabError
+from sublab.evaluate.candidates import candidate_set
 from sublab.evaluate.run import EvalSettings
 from sublab.filter.numbers import NumberFilterSettings
 from sublab.generate.prompts import NumberPromptSettings
@@ -105,6 +106,24 @@ class ExperimentConfig(BaseModel):
     )
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     evaluate_teachers: bool = Field(True, description="Also evaluate the teachers.")
+
+    @model_validator(mode="after")
+    def _evaluation_matches_the_experiment(self) -> ExperimentConfig:
+        # The evaluation asks about the experiment's category unless told otherwise, and must be able to name
+        # the target: a mismatch would only surface after every model had been trained.
+        if "category" not in self.evaluation.model_fields_set:
+            self.evaluation.category = self.category
+        elif self.evaluation.category != self.category:
+            raise ValueError(f"evaluation.category '{self.evaluation.category}' differs from category "
+                             f"'{self.category}'")
+        try:
+            names = [c.name for c in candidate_set(self.evaluation.category, self.evaluation.candidates)]
+        except ValueError as err:
+            raise ValueError(f"{err} (set evaluation.candidates)") from None
+        if self.target not in names:
+            raise ValueError(f"target '{self.target}' is not among the evaluation candidates of "
+                             f"'{self.evaluation.category}' (add it to evaluation.candidates)")
+        return self
 
     def system_prompt(self, teacher: TeacherConfig) -> str | None:
         if teacher.method != "system_prompt":

@@ -294,10 +294,12 @@ def shift_seeds(data: dict[str, Any], offset: int, policy: SeedPolicy) -> dict[s
     return out
 
 
-def candidate_names(config: ExperimentConfig, category: str) -> list[str] | None:
-    """The names a trait of ``category`` is scored among (None: no shipped list and none given)."""
-    if config.evaluation.candidates:
-        return list(config.evaluation.candidates)
+def candidate_names(raw: dict[str, Any], category: str) -> list[str] | None:
+    """The names a trait of ``category`` is scored among in the raw experiment ``raw`` (None: no shipped list
+    and none given)."""
+    explicit = (raw.get("evaluation") or {}).get("candidates")
+    if explicit:
+        return list(explicit)
     table = CATEGORIES.get(category)
     return list(table) if table else None
 
@@ -325,16 +327,17 @@ def build_cell(sweep: SweepConfig, base: dict[str, Any], source: str, category: 
     raw = deep_merge(deep_merge(base, sweep.settings[settings]), spec.overrides)
     raw = deep_merge(raw, {"target": trait, "category": category, "evaluation": {"category": category},
                            "teacher": {"trait": trait}})
-    resolved = parse_config(raw, f"{source}: settings '{settings}' + conditions.{condition}.overrides")
-    if resolved.teacher.method == "none":
-        raise SublabError(f"{source}: the base experiment's teacher has method 'none'; a trait sweep needs one")
-    candidates = candidate_names(resolved, category)
+    # The trait is checked before the whole experiment is validated, so that the error names the grid field.
+    candidates = candidate_names(raw, category)
     if candidates is None:
         raise SublabError(f"{source}: field 'grid.traits.{category}': no shipped candidates for category "
                           f"'{category}'; set experiment evaluation.candidates")
     if trait not in candidates:
         raise SublabError(f"{source}: field 'grid.traits.{category}': '{trait}' is not among the candidates "
                           f"({', '.join(candidates[:6])}, ...)")
+    resolved = parse_config(raw, f"{source}: settings '{settings}' + conditions.{condition}.overrides")
+    if resolved.teacher.method == "none":
+        raise SublabError(f"{source}: the base experiment's teacher has method 'none'; a trait sweep needs one")
     data = resolved.model_dump(mode="json", exclude_none=True)
     data["name"] = f"{sweep.name}/{ident}"
     control_trait = resolved.control.trait if resolved.control.method != "none" else None
