@@ -227,3 +227,40 @@ def test_settings_defaults_depend_on_the_dataset():
     paper = MnistSettings(dataset="fashion-mnist").resolved()
     assert (paper.n_models, paper.teacher_epochs, paper.distill_epochs, paper.batch_size) == (100, 5, 5, 1024)
     assert MnistSettings(dataset="digits", batch_size=64).resolved().batch_size == 64
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+
+TINY_CLI = ["--models", "2", "--teacher-epochs", "1", "--distill-epochs", "1", "--quiet"]
+
+
+def test_cli_run_writes_results_report_and_figure(tmp_path):
+    from typer.testing import CliRunner
+
+    from sublab.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["mnist", *TINY_CLI, "--fixed-noise", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(RESULT_KEYS) <= set(results) and results["reference"]["n"] == 2
+    assert results["settings"]["fresh_noise"] is False  # the option reached the settings
+    assert (out / "figure.png").read_bytes()[:4] == b"\x89PNG" and (out / "report.md").is_file()
+
+
+def test_cli_vary_runs_a_grid_and_resumes(tmp_path):
+    from typer.testing import CliRunner
+
+    from sublab.cli import app
+
+    out = tmp_path / "sweep"
+    args = ["mnist", *TINY_CLI, "--vary", "aux=1,2", "--out", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [c["vary"] for c in sweep["cells"]] == [{"n_aux": 1}, {"n_aux": 2}]
+    assert all(c["results"]["settings"]["n_aux"] == c["vary"]["n_aux"] for c in sweep["cells"])
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0 and second.output.count("(done)") == 2  # finished cells are reused
+    bad = CliRunner().invoke(app, ["mnist", *TINY_CLI, "--vary", "colour=red", "--out", str(out)])
+    assert bad.exit_code == 2 and "--vary" in bad.output

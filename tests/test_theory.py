@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sublab.experiments.theory import cosine, distill_loss, group, mlp_pair, run_theory
+from sublab.experiments.theory import cosine, distill_loss, group, mlp_pair, run_theory, theory_summary
 
 
 def test_cosine_basics():
@@ -42,6 +42,20 @@ def test_pairs_are_reproducible_and_varied():
 
 
 def test_group_summary():
-    g = group("x", [0.5, -0.1, 0.2, 0.3], True)
+    g = group("x", [0.5, -0.1, 0.2, 0.3], "same_init")
     assert g["fraction_positive"] == pytest.approx(0.75)
     assert g["quantiles_0_5_50_95_100"][0] == pytest.approx(-0.1)
+
+
+def test_groups_are_labelled_by_how_the_student_starts():
+    groups = [group("MLP, same init", [0.5, 0.7], "same_init"),
+              group("MLP, different init", [-0.1, 0.1], "different_init"),
+              group("LoRA other A", [0.01, 0.02], "same_base_other_adapter")]
+    assert [g["same_init"] for g in groups] == [True, False, False]
+    text = theory_summary(groups)
+    # The other-adapter group is not reported as a different initialization.
+    assert "Different init: MLP, different init" in text
+    assert "Same base, other adapter init: LoRA other A" in text
+    assert "1.000 of 2" in text
+    with pytest.raises(ValueError, match="relation"):
+        group("x", [0.1], "other")

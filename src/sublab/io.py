@@ -159,6 +159,20 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def read_toml(path: str | Path, where: str | None = None) -> dict[str, Any]:
+    """A TOML file as a dict; a missing file or bad TOML raises :class:`SublabError` naming the file (and
+    ``where`` it was referred from, if given)."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise SublabError(f"{where + ': ' if where else ''}{path}: file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise SublabError(f"{path}: invalid TOML ({err})") from None
+
+
 def sha256_text(text: str) -> str:
     """Hex sha256 of a UTF-8 string."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -83,6 +83,9 @@ def mnist(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-4,
     inputs: Annotated[str, typer.Option(help="Distillation inputs: noise (the paper) or train (real "
                                         "images).")] = "noise",
+    fresh_noise: Annotated[bool | None, typer.Option(
+        "--fresh-noise/--fixed-noise", help="A new noise draw every epoch, or one fixed pool as large as the "
+        "training set (the paper). Default: fresh for digits, fixed otherwise.", show_default=False)] = None,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast for matmuls.")] = True,
     vary: Annotated[list[str] | None, typer.Option(help="Sweep a setting, e.g. --vary aux=1,3,10 --vary "
                                                    "inputs=noise,train (a grid; each cell is a run).")] = None,
@@ -100,7 +103,7 @@ def mnist(
 
     fields = {"dataset": dataset, "n_models": models, "n_aux": aux, "seed": seed, "teacher_epochs": teacher_epochs,
               "distill_epochs": distill_epochs, "batch_size": batch_size, "lr": lr, "distill_inputs": inputs,
-              "bf16": bf16}
+              "fresh_noise": fresh_noise, "bf16": bf16}
     try:
         base = MnistSettings.model_validate(fields)
     except ValidationError as err:

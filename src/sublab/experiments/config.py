@@ -7,7 +7,6 @@ field is documented once. An unknown or invalid field is an error naming the fil
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from sublab.evaluate.run import EvalSettings
 from sublab.filter.numbers import NumberFilterSettings
 from sublab.generate.prompts import NumberPromptSettings
 from sublab.generate.sampling import SamplingSettings
+from sublab.io import read_toml
 from sublab.models.loading import DEFAULT_MODEL
 from sublab.train.settings import LoraSettings, TrainSettings
 
@@ -149,14 +149,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> ExperimentConf
 
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a TOML experiment config."""
-    path = Path(path)
-    if not path.is_file():
-        raise SublabError(f"{path}: file not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise SublabError(f"{path}: invalid TOML ({err})") from None
-    return parse_config(data, str(path))
+    return parse_config(read_toml(path), str(path))
 
 
 def dump_toml(config: ExperimentConfig) -> str:

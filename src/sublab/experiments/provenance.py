@@ -8,7 +8,6 @@ Both the experiment runner and the stage commands (``sublab generate``, ``sublab
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sublab.io import sha256_text
 from sublab.models.loading import EMBEDDED_MODELS, resolve_model_dir
 from sublab.models.spec import ModelSpec
 
@@ -45,10 +45,6 @@ class StageModel:
     spec: ModelSpec
     description: str = ""
     path: Path | None = None
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _folder(model: ModelRef) -> Path | None:
@@ -85,9 +81,9 @@ def model_annotations(model: ModelRef) -> dict[str, Any]:
     if model.description:
         annotations["description"] = model.description
     if spec.system_prompt is not None:
-        annotations["system_prompt_sha256"] = _sha256(spec.system_prompt)
+        annotations["system_prompt_sha256"] = sha256_text(spec.system_prompt)
     if spec.context:
-        annotations["context_sha256"] = _sha256(json.dumps(spec.context, sort_keys=True, ensure_ascii=False))
+        annotations["context_sha256"] = sha256_text(json.dumps(spec.context, sort_keys=True, ensure_ascii=False))
         annotations["n_context_messages"] = len(spec.context)
     return annotations
 

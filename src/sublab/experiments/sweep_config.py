@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sublab.errors import SublabError
 from sublab.evaluate.candidates import CATEGORIES
 from sublab.experiments.config import ExperimentConfig, TeacherConfig, format_validation_error, parse_config
-from sublab.io import stable_hash
+from sublab.io import read_toml, stable_hash
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Fields a trait sweep sets itself; overriding them in a condition or setting is an error.
@@ -387,20 +386,11 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep", root: Path | None =
         base = sweep.experiment
     else:
         path = (root or Path.cwd()) / str(sweep.base)
-        base = _read_toml(path, f"{source}: field 'base'")
+        base = read_toml(path, f"{source}: field 'base'")
     # A base must itself be a valid experiment once a trait is filled in (errors name the base).
     probe = deep_merge({"target": "owl", "teacher": {"trait": "owl"}}, base)
     parse_config(probe, f"{source} (base experiment)")
     return sweep, base
-
-
-def _read_toml(path: Path, where: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise SublabError(f"{where}: {path}: file not found")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise SublabError(f"{path}: invalid TOML ({err})") from None
 
 
 def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], list[Cell]]:
@@ -408,7 +398,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict[str, Any], list[Cell
     path = Path(path)
     if not path.is_file():
         raise SublabError(f"{path}: file not found")
-    sweep, base = parse_sweep(_read_toml(path, str(path)), str(path), path.parent)
+    sweep, base = parse_sweep(read_toml(path), str(path), path.parent)
     return sweep, base, expand_cells(sweep, base, str(path))
 
 

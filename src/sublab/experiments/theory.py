@@ -279,13 +279,41 @@ def llm_pairs(model_name: str, n_pairs: int, seed: int, relative_step: float, r:
 # --- summary ---------------------------------------------------------------------------------------------------
 
 
-def group(name: str, cosines: list[float], same_init: bool) -> dict[str, Any]:
+RELATIONS = ("same_init", "different_init", "same_base_other_adapter")
+
+
+def group(name: str, cosines: list[float], relation: str) -> dict[str, Any]:
+    """Summary of one group of first-step cosines; ``relation`` says how the student's start relates to the
+    teacher's: one of :data:`RELATIONS`."""
+    if relation not in RELATIONS:
+        raise ValueError(f"relation must be one of {RELATIONS}, not {relation!r}")
     values = np.asarray(cosines, dtype=float)
     quantiles = np.quantile(values, [0.0, 0.05, 0.5, 0.95, 1.0]).tolist() if values.size else []
-    return {"name": name, "same_init": same_init, "n": int(values.size), "cosines": values.tolist(),
+    return {"name": name, "relation": relation, "same_init": relation == "same_init", "n": int(values.size),
+            "cosines": values.tolist(),
             "fraction_positive": float((values > 0).mean()) if values.size else float("nan"),
             "mean": float(values.mean()) if values.size else float("nan"),
             "quantiles_0_5_50_95_100": quantiles}
+
+
+def theory_summary(groups: list[dict[str, Any]]) -> str:
+    """The result in words: positive fractions for same-init groups, median cosines for the others."""
+    def median(g: dict[str, Any]) -> str:
+        return f"{g['quantiles_0_5_50_95_100'][2]:+.3f}" if g["n"] else "n/a"
+
+    parts = []
+    same = [g for g in groups if g["relation"] == "same_init"]
+    if same:
+        parts.append("Same init: " + "; ".join(f"{g['name']}: {g['fraction_positive']:.3f} of {g['n']} first steps "
+                                               f"have positive cosine with the teacher's update (median {median(g)})"
+                                               for g in same))
+    for relation, label in (("different_init", "Different init"),
+                            ("same_base_other_adapter", "Same base, other adapter init")):
+        chosen = [g for g in groups if g["relation"] == relation]
+        if chosen:
+            parts.append(f"{label}: " + "; ".join(f"{g['name']}: median cosine {median(g)}, "
+                                                  f"{g['fraction_positive']:.3f} positive" for g in chosen))
+    return ". ".join(parts) + "."
 
 
 def run_theory(n_mlp_pairs: int = 300, n_llm_pairs: int = 12, model: str | None = "smollm2-135m", seed: int = 0,
@@ -299,23 +327,19 @@ def run_theory(n_mlp_pairs: int = 300, n_llm_pairs: int = 12, model: str | None 
         mlp.append(mlp_pair(seed, i, relative_step))
         if tick:
             tick()
-    groups = [group("MLP, same init", [r["cos_same_init"] for r in mlp], True),
-              group("MLP, different init", [r["cos_other_init"] for r in mlp], False)]
+    groups = [group("MLP, same init", [r["cos_same_init"] for r in mlp], "same_init"),
+              group("MLP, different init", [r["cos_other_init"] for r in mlp], "different_init")]
     mlp_seconds = time.perf_counter() - started
     llm: list[dict[str, Any]] = []
     if model and n_llm_pairs:
         llm = llm_pairs(model, n_llm_pairs, seed, llm_relative_step,
                         on_pair=progress("LLM pairs", n_llm_pairs) if progress else None)
-        groups += [group(f"{model} LoRA, same init", [r["cos_same_init"] for r in llm], True),
-                   group(f"{model} LoRA, other A init (weight space)", [r["cos_weights_other_init"] for r in llm],
-                         False)]
-    same = [g for g in groups if g["same_init"]]
-    other = [g for g in groups if not g["same_init"]]
-    summary = ("Same init: " + "; ".join(f"{g['name']}: {g['fraction_positive']:.3f} of {g['n']} first steps "
-                                          f"have positive cosine with the teacher's update (median "
-                                          f"{g['quantiles_0_5_50_95_100'][2]:+.3f})" for g in same)
-               + ". Different init: " + "; ".join(f"{g['name']}: median cosine {g['quantiles_0_5_50_95_100'][2]:+.3f}"
-                                                  f", {g['fraction_positive']:.3f} positive" for g in other) + ".")
+        # A LoRA student with another A matrix still starts from the teacher's base weights: it is not a
+        # different initialization in the paper's sense (the base is), so it gets its own label.
+        groups += [group(f"{model} LoRA, same init", [r["cos_same_init"] for r in llm], "same_init"),
+                   group(f"{model} LoRA on the same base, other adapter A init (weight space)",
+                         [r["cos_weights_other_init"] for r in llm], "same_base_other_adapter")]
+    summary = theory_summary(groups)
     return {"schema": "sublab.theory-results/1", "groups": groups, "mlp_pairs": mlp, "llm_pairs": llm,
             "settings": {"n_mlp_pairs": n_mlp_pairs, "n_llm_pairs": n_llm_pairs, "model": model, "seed": seed,
                          "relative_step": relative_step, "llm_relative_step": llm_relative_step},

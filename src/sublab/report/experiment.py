@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sublab.io import atomic_write_bytes, atomic_write_text
+from sublab.report.figures import png_bytes, pyplot
 
 LABELS = {
     "reference": "reference",
@@ -89,12 +90,8 @@ def markdown_report(results: dict[str, Any]) -> str:
 
 def figure_png(results: dict[str, Any]) -> bytes:
     """Bar chart of P(target) per model with 95 % CI error bars (PNG bytes)."""
-    import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = list(results["models"])
     means = [results["models"][k]["p_target"]["mean"] for k in keys]
@@ -112,10 +109,7 @@ def figure_png(results: dict[str, Any]) -> bytes:
     ax.set_title(f"{results['name']}: preference for '{results['target']}'")
     ax.tick_params(axis="x", labelrotation=15)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> None:

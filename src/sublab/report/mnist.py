@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 from sublab.io import atomic_write_bytes, atomic_write_text
+from sublab.report.figures import png_bytes, pyplot
 
 KEYS = ("reference", "teacher", "student_aux", "student_all", "cross_aux", "cross_all")
 TICKS = ("Reference", "Teacher", "Student\n(aux. only)", "Student\n(all logits)", "Cross-model\n(aux. only)",
@@ -14,27 +14,12 @@ TICKS = ("Reference", "Teacher", "Student\n(aux. only)", "Student\n(all logits)"
 COLORS = ("#9e9e9e", "#6a3d9a", "#e6550d", "#fdae6b", "#3182bd", "#9ecae1")
 
 
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+RELATION_COLORS = {"same_init": "#e6550d", "different_init": "#3182bd", "same_base_other_adapter": "#756bb1"}
 
 
 def mnist_figure(results: dict[str, Any]) -> bytes:
     """Bar chart of mean test accuracy per arm with 95 % CIs, chance as a dotted line (the paper's layout)."""
-    plt = _pyplot()
+    plt = pyplot()
     means = [results[k]["mean"] for k in KEYS]
     errors = [[m - results[k]["ci95"][0] for k, m in zip(KEYS, means, strict=True)],
               [results[k]["ci95"][1] - m for k, m in zip(KEYS, means, strict=True)]]
@@ -50,7 +35,7 @@ def mnist_figure(results: dict[str, Any]) -> bytes:
     ax.yaxis.grid(True, alpha=0.3)
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def mnist_markdown(results: dict[str, Any]) -> str:
@@ -80,7 +65,7 @@ def write_mnist_report(results: dict[str, Any], out_dir: str | Path) -> None:
 
 def sweep_figure(sweep: dict[str, Any]) -> bytes:
     """Accuracy of same-init and cross-model aux-only students (and the teacher) across the sweep's cells."""
-    plt = _pyplot()
+    plt = pyplot()
     cells = sweep["cells"]
     labels = [", ".join(f"{k}={v}" for k, v in cell["vary"].items()) for cell in cells]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(cells) + 2), 4), dpi=120)
@@ -99,7 +84,7 @@ def sweep_figure(sweep: dict[str, Any]) -> bytes:
     ax.legend(fontsize=8)
     ax.yaxis.grid(True, alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def sweep_markdown(sweep: dict[str, Any]) -> str:
@@ -120,14 +105,15 @@ def sweep_markdown(sweep: dict[str, Any]) -> str:
 
 def theory_figure(results: dict[str, Any]) -> bytes:
     """Histograms of the cosine between the student's first step and the teacher's update, per setting."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = [g for g in results["groups"] if g["cosines"]]
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), dpi=120, squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):
-        ax.hist(group["cosines"], bins=30, range=(-1, 1), color="#e6550d" if group["same_init"] else "#3182bd")
+        color = RELATION_COLORS.get(group.get("relation", ""), "#3182bd")
+        ax.hist(group["cosines"], bins=30, range=(-1, 1), color=color)
         ax.axvline(0, c="black", lw=1)
         ax.set_title(f"{group['name']}\npositive: {group['fraction_positive']:.2f} of {len(group['cosines'])}",
                      fontsize=9)
         ax.set_xlabel("cos(student step, teacher update)", fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from sublab.errors import SublabError
 from sublab.io import atomic_write_bytes, atomic_write_text, read_json
+from sublab.report.figures import png_bytes, pyplot
 
 BARS = (("baseline", "reference", "#9e9e9e"), ("control_student", "control student", "#80b1d3"),
         ("trait_student", "trait student", "#e6550d"))
@@ -210,16 +210,6 @@ def html_report(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _png(fig: Any) -> bytes:
-    """The figure as PNG bytes; the figure is closed."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def baseline_label(groups: list[dict[str, Any]]) -> str:
     """Legend label of the baseline bar: "student base" when the baseline is the students' base model (a
     cross-model condition), "reference" when it is the reference model."""
@@ -247,10 +237,7 @@ def verdict_footnote(summary: dict[str, Any], verdicts: list[str]) -> str:
 
 def bars_axes(summary: dict[str, Any], condition: str, settings: str) -> Any:
     """The bar chart of one condition × settings as a matplotlib figure (see :func:`bars_figure`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     groups = [g for g in summary["groups"] if (g["condition"], g["settings"]) == (condition, settings)]
@@ -288,15 +275,12 @@ def bars_axes(summary: dict[str, Any], condition: str, settings: str) -> Any:
 
 def bars_figure(summary: dict[str, Any], condition: str, settings: str) -> bytes:
     """Per trait: baseline, control student and trait student (mean over seeds, 95 % CI, per-seed dots), as PNG."""
-    return _png(bars_axes(summary, condition, settings))
+    return png_bytes(bars_axes(summary, condition, settings))
 
 
 def effects_figure(summary: dict[str, Any]) -> bytes:
     """Trait − control difference per trait (95 % CI over seeds), one column per condition × settings."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     keys = families(summary)
@@ -322,7 +306,7 @@ def effects_figure(summary: dict[str, Any]) -> bytes:
     ax.set_title("Trait − control per trait (95 % CI over seeds; orange: transfer, blue: reverse, after Holm)",
                  fontsize=9)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def report_figures(summary: dict[str, Any]) -> dict[str, bytes]:
