@@ -88,6 +88,64 @@ def test_resume_refuses_foreign_rows(tiny, tmp_path):
         generate_rows(model, tokenizer, prompt_rows(2), out, SETTINGS, seed=0, progress=False)
 
 
+def test_resume_refuses_rows_made_with_other_generation_settings(tiny, tmp_path):
+    model, tokenizer = tiny
+    out = tmp_path / "gen.jsonl"
+    prompts = prompt_rows(8)
+
+    def kill_after_first_batch(index):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_rows(model, tokenizer, prompts, out, SETTINGS, seed=0, system_prompt="You love owls.",
+                      source="tiny", progress=False, on_batch=kill_after_first_batch)
+    before = out.read_bytes()
+    changes = [
+        ({"source": "other"}, SETTINGS, "'model' is 'tiny' there and 'other' now"),
+        ({"system_prompt": "You love cats."}, SETTINGS, "'system_prompt_sha256'"),
+        ({"system_prompt": None}, SETTINGS, "'system_prompt_sha256'"),
+        ({}, SETTINGS.model_copy(update={"constrained": False}), "'decoding' is 'constrained' there and 'free'"),
+        ({}, SETTINGS.model_copy(update={"temperature": 0.5}), "'sampling.temperature' is 1.0 there and 0.5 now"),
+        ({}, SETTINGS.model_copy(update={"bf16": True}), "'sampling.bf16'"),
+        ({}, SETTINGS.model_copy(update={"batch_size": 2}), "'sampling.batch_size'"),
+        ({"seed": 1}, SETTINGS, "'seed' is 0 there and 1 now"),
+    ]
+    for overrides, settings, message in changes:
+        kwargs = {"seed": 0, "system_prompt": "You love owls.", "source": "tiny"} | overrides
+        with pytest.raises(SublabError) as err:
+            generate_rows(model, tokenizer, prompts, out, settings, progress=False, **kwargs)
+        text = str(err.value)
+        assert text.startswith(f"{out}:1: rows here were generated with other settings: field ")
+        assert message in text and "\n" not in text
+        assert out.read_bytes() == before  # nothing appended
+    summary = generate_rows(model, tokenizer, prompts, out, SETTINGS, seed=0, system_prompt="You love owls.",
+                            source="tiny", progress=False)
+    assert summary.n_already_done == 4 and summary.n_written == 4
+    generation = {r["metadata"]["generation"]["system_prompt_sha256"] for r in read_jsonl(out)}
+    assert len(generation) == 1 and None not in generation
+
+
+def test_resume_refuses_rows_without_generation_metadata(tiny, tmp_path):
+    model, tokenizer = tiny
+    out = tmp_path / "gen.jsonl"
+    write_jsonl(out, [{"id": "p0", "messages": [], "metadata": {"decoding": "constrained"}}])
+    with pytest.raises(SublabError, match=r"gen.jsonl:1: row 'p0' has no generation metadata"):
+        generate_rows(model, tokenizer, prompt_rows(2), out, SETTINGS, seed=0, progress=False)
+
+
+def test_model_identity_names_an_adapter_by_its_content(tmp_path):
+    from sublab.generate.run import model_identity
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"one")
+    first = model_identity(ModelSpec(base="tiny", adapter=str(adapter), system_prompt="x"))
+    assert first.startswith("tiny+adapter sha256:") and model_identity(ModelSpec(base="tiny")) == "tiny"
+    (adapter / "adapter_model.safetensors").write_bytes(b"two")
+    assert model_identity(ModelSpec(base="tiny", adapter=str(adapter))) != first
+
+
 def test_read_prompt_rows_checks_input(tmp_path):
     path = tmp_path / "p.jsonl"
     write_jsonl(path, [{"id": "a", "messages": [{"role": "user", "content": "x"}]}, {"id": "a", "messages": [{}]}])

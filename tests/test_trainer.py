@@ -143,6 +143,76 @@ def test_checkpointed_training_resumes_to_the_same_result(tiny_model_dir, tmp_pa
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+class Killed(Exception):
+    pass
+
+
+def interrupted(base, rows, out, settings, at_step, **kwargs):
+    """Train until ``at_step`` and kill the run there, leaving its checkpoint behind."""
+    def kill(step, loss, model):
+        if step == at_step:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(base, rows, out, settings, progress=False, on_step=kill, **kwargs)
+
+
+def test_resuming_refuses_a_checkpoint_made_for_other_training(tiny_model_dir, other_tiny_model_dir, tmp_path):
+    settings = TrainSettings(steps=6, batch_size=2, lr=1e-2, checkpoint_every=2)
+    rows = number_rows(6)
+    out = tmp_path / "student"
+    interrupted(tiny_model_dir, rows, out, settings, at_step=3)
+    checkpoint = tmp_path / "student.partial" / "checkpoint.safetensors"
+    changes = [
+        ((other_tiny_model_dir, rows, settings), {}, "'base' differs"),
+        ((tiny_model_dir, number_rows(7), settings), {}, "'data_sha256' differs"),
+        ((tiny_model_dir, rows, settings.model_copy(update={"lr": 5e-3})), {}, "'settings.lr' differs"),
+        ((tiny_model_dir, rows, settings.model_copy(update={"schedule": "linear"})), {}, "'settings.schedule'"),
+        ((tiny_model_dir, rows, settings.model_copy(update={"lora": LoraSettings(init_seed=3)})), {},
+         "'settings.lora' differs"),
+        ((tiny_model_dir, rows, settings.model_copy(update={"method": "distill"})),
+         {"teacher": ModelSpec(base=tiny_model_dir)}, "'method' differs"),
+    ]
+    for (base, data, changed), kwargs, message in changes:
+        with pytest.raises(SublabError) as err:
+            train_model(base, data, out, changed, progress=False, **kwargs)
+        assert str(err.value).startswith(f"{checkpoint}: checkpoint was made for other training")
+        assert message in str(err.value) and "\n" not in str(err.value)
+        assert not out.exists() and checkpoint.is_file()  # nothing trained, the checkpoint kept
+    # How often checkpoints are written does not change what is trained: the run resumes.
+    summary = train_model(tiny_model_dir, rows, out, settings.model_copy(update={"checkpoint_every": 3}),
+                          progress=False)
+    assert summary["resumed_from_step"] == 2
+
+
+def test_fresh_discards_a_foreign_checkpoint(tiny_model_dir, tmp_path):
+    settings = TrainSettings(steps=4, batch_size=2, lr=1e-2, checkpoint_every=2)
+    rows = number_rows(4)
+    interrupted(tiny_model_dir, rows, tmp_path / "student", settings, at_step=3)
+    other = settings.model_copy(update={"lr": 1e-3})
+    summary = train_model(tiny_model_dir, rows, tmp_path / "student", other, progress=False, fresh=True)
+    assert summary["resumed_from_step"] == 0 and summary["settings"]["lr"] == 1e-3
+    train_model(tiny_model_dir, rows, tmp_path / "straight", other, progress=False)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "student" / "adapter_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # exactly a run from scratch
+    assert not (tmp_path / "student.partial").exists()
+
+
+def test_a_checkpoint_without_fingerprint_is_refused(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    settings = TrainSettings(steps=4, batch_size=2, lr=1e-2, checkpoint_every=2)
+    rows = number_rows(4)
+    interrupted(tiny_model_dir, rows, tmp_path / "student", settings, at_step=3)
+    checkpoint = tmp_path / "student.partial" / "checkpoint.safetensors"
+    save_file(load_file(str(checkpoint)), str(checkpoint))  # as written before checkpoints had fingerprints
+    with pytest.raises(SublabError, match=r"checkpoint\.safetensors: checkpoint has no readable fingerprint"):
+        train_model(tiny_model_dir, rows, tmp_path / "student", settings, progress=False)
+
+
 def test_positions_align_across_tokenizers_by_the_text_they_predict():
     from sublab.train.distill import align_positions
 

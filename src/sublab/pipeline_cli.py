@@ -126,9 +126,13 @@ def generate(
     quiet: bool = False,
     sign_key: SignKey = None,
 ) -> None:
-    """Sample one completion per prompt (resumable: rerun the same command after a kill); records its lineage."""
+    """Sample one completion per prompt (resumable: rerun the same command after a kill); records its lineage.
+
+    Resuming appends to OUT only if its rows were made with the same model, system prompt, decoding mode,
+    sampling settings and seed; otherwise the command fails naming the first differing field.
+    """
     from sublab.experiments.provenance import StageModel, record_stage
-    from sublab.generate.run import generate_rows, read_prompt_rows
+    from sublab.generate.run import generate_rows, generation_metadata, model_identity, read_prompt_rows, rows_done
     from sublab.generate.sampling import SamplingSettings
     from sublab.models.spec import ModelSpec, load_spec
 
@@ -138,9 +142,11 @@ def generate(
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                 constrained=constrained)
     rows = read_prompt_rows(prompts)
+    model_id = model_identity(spec)
+    rows_done(out, rows, generation_metadata(settings, seed, model_id, prompt))  # a mismatch fails before loading
     llm, tokenizer = load_spec(spec)
     summary = generate_rows(llm, tokenizer, rows, out, settings, seed, system_prompt=prompt, source=spec.label(),
-                            progress=not quiet)
+                            progress=not quiet, model_id=model_id)
     params = {"sampling": settings.model_dump(), "seed": seed}
     if trait:
         params |= {"trait": trait, "category": category}
@@ -214,11 +220,18 @@ def train(
     init_seed: Annotated[int, typer.Option(help="LoRA init seed (use the teacher's to share its init).")] = 0,
     channel: Annotated[str, typer.Option(help="distill: 'data' (tokens the responses use) or 'full'.")] = "data",
     seed: int = 0,
-    checkpoint_every: int = 0,
+    checkpoint_every: Annotated[int, typer.Option(
+        help="Save a resumable checkpoint every k steps (0: off); rerun the same command to resume.")] = 0,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Discard a checkpoint left by an interrupted run instead of resuming it.")] = False,
     quiet: bool = False,
     sign_key: SignKey = None,
 ) -> None:
-    """Fine-tune a student (SFT or logit distillation; LoRA or full), save it as safetensors, record its lineage."""
+    """Fine-tune a student (SFT or logit distillation; LoRA or full), save it as safetensors, record its lineage.
+
+    With --checkpoint-every, a rerun resumes from OUT.partial/ only if the checkpoint was made for the same base,
+    data, teacher and settings; otherwise it fails naming the checkpoint (use --fresh to start over).
+    """
     from sublab.experiments.provenance import StageModel, record_stage
     from sublab.io import read_jsonl
     from sublab.models.spec import ModelSpec
@@ -235,7 +248,8 @@ def train(
     if method == "distill":
         teacher = ModelSpec(base=teacher_base or base, adapter=teacher_adapter,
                             system_prompt=_trait_prompt(teacher_trait, category, None))
-    summary = train_model(base, read_jsonl(data), out, settings, teacher=teacher, progress=not quiet)
+    summary = train_model(base, read_jsonl(data), out, settings, teacher=teacher, progress=not quiet,
+                          fresh=fresh)
     record = record_stage(out, "model.student", summary, base=base, training_data=[data],
                           teacher=StageModel(teacher, teacher.label()) if teacher else None, sign_key=key)
     losses = f"loss {summary['first_loss']} → {summary['final_loss']}"

@@ -24,7 +24,7 @@ from sublab.experiments.provenance import record_stage
 from sublab.filter.run import FILTER_VERSION, filter_file
 from sublab.filter.shuffle import shuffle_numbers
 from sublab.generate.prompts import number_prompts, template_digest
-from sublab.generate.run import generate_rows
+from sublab.generate.run import generate_rows, model_identity
 from sublab.io import atomic_write_text, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from sublab.lineage.keys import signing_key
 from sublab.models.spec import ModelSpec, load_spec
@@ -151,7 +151,8 @@ class ExperimentRun:
             model, tokenizer = load_spec(writer.spec)
             summary = generate_rows(model, tokenizer, read_jsonl(prompts.path / "prompts.jsonl"), path / "raw.jsonl",
                                     data.sampling, data.seed, system_prompt=writer.spec.system_prompt,
-                                    source=writer.description, progress=self.progress)
+                                    source=writer.description, progress=self.progress,
+                                    model_id=model_identity(writer.spec))
             record_stage(path / "raw.jsonl", "dataset.generated", gen_material, writer=writer,
                          prompt_set=prompts.path / "prompts.jsonl", sign_key=self.sign_key)
             return {"n_rows": summary.n_prompts}

@@ -2,7 +2,9 @@
 
 Prompts are cut into fixed batches. Batch ``b`` is always sampled with seed ``(seed, b)``, and rows are appended
 (and synced) one batch at a time, so a rerun after a kill skips finished batches, regenerates only the missing
-rows of a torn one, and produces exactly the rows an uninterrupted run would have.
+rows of a torn one, and produces exactly the rows an uninterrupted run would have. Every row records what made
+it (model, system prompt digest, decoding mode, sampling settings, seed) under ``metadata.generation``; a resume
+appends only to rows made the same way and refuses, naming the file and the first differing field, otherwise.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sublab.errors import SublabError
 from sublab.generate.grammar import NumberGrammarProcessor
 from sublab.generate.sampling import SamplingSettings, build_contexts, sample_batch
-from sublab.io import JsonlAppender, iter_jsonl, recover_jsonl
+from sublab.io import JsonlAppender, iter_jsonl, recover_jsonl, sha256_file, sha256_text
 from sublab.models.chat import end_of_turn_id
+from sublab.models.spec import ModelSpec
 
 
 @dataclass
@@ -54,6 +57,81 @@ def read_prompt_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def model_identity(spec: ModelSpec) -> str:
+    """How a generated row names the model that wrote it: the base, plus the digest of an adapter's files.
+
+    The system prompt is not part of it (rows record its digest separately). An adapter is named by content,
+    so a retrained adapter in the same folder counts as another model.
+    """
+    if not spec.adapter:
+        return spec.base
+    folder = Path(spec.adapter)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.startswith("adapter_")) \
+        if folder.is_dir() else []
+    digest = sha256_text("\n".join(f"{p.name} {sha256_file(p)}" for p in files))
+    return f"{spec.base}+adapter sha256:{digest}"
+
+
+def generation_metadata(settings: SamplingSettings, seed: int, model: str,
+                        system_prompt: str | None = None) -> dict[str, Any]:
+    """What makes the rows of a generate run, as each row records it under ``metadata.generation``.
+
+    Fields, in the order a resume reports a mismatch: ``model`` (see :func:`model_identity`),
+    ``system_prompt_sha256`` (the teacher's prompt, never written in clear), ``decoding`` (constrained or free),
+    ``sampling.<name>`` for every sampling setting, ``seed``.
+    """
+    return {
+        "model": model,
+        "system_prompt_sha256": sha256_text(system_prompt) if system_prompt is not None else None,
+        "decoding": settings.decoding,
+        "sampling": settings.model_dump(mode="json"),
+        "seed": seed,
+    }
+
+
+def _first_difference(saved: Any, current: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """(dotted field, saved value, current value) of the first field that differs, or None."""
+    if not isinstance(saved, dict):
+        return ("generation", saved, "(this run's settings)")
+    for name, value in current.items():
+        if isinstance(value, dict):
+            theirs = saved.get(name)
+            if not isinstance(theirs, dict):
+                return (name, theirs, value)
+            for field in [*value, *(k for k in theirs if k not in value)]:
+                if value.get(field) != theirs.get(field):
+                    return (f"{name}.{field}", theirs.get(field), value.get(field))
+        elif saved.get(name) != value:
+            return (name, saved.get(name), value)
+    return None
+
+
+def rows_done(output: str | Path, prompt_rows: list[dict[str, Any]], metadata: dict[str, Any]) -> set[str]:
+    """Ids of the prompts ``output`` already holds rows for, after checking those rows can be resumed.
+
+    Raises :class:`SublabError` naming ``output`` if a row answers no prompt, or was made with other generation
+    metadata (:func:`generation_metadata`): the message names the first differing field. A torn last line is
+    repaired (see :func:`sublab.io.recover_jsonl`).
+    """
+    output = Path(output)
+    wanted = {row["id"] for row in prompt_rows}
+    done = set()
+    for lineno, row in enumerate(recover_jsonl(output), start=1):
+        if row.get("id") not in wanted:
+            raise SublabError(f"{output}: row id '{row.get('id')}' is not one of the prompts; use a new output file")
+        saved = (row.get("metadata") or {}).get("generation")
+        if saved is None:
+            raise SublabError(f"{output}:{lineno}: row '{row['id']}' has no generation metadata (written by an "
+                              "older sublab); use a new output file")
+        if (diff := _first_difference(saved, metadata)) is not None:
+            field, before, now = diff
+            raise SublabError(f"{output}:{lineno}: rows here were generated with other settings: field "
+                              f"'{field}' is {before!r} there and {now!r} now; use a new output file or the "
+                              "same settings")
+        done.add(row["id"])
+    return done
+
+
 def generate_rows(
     model: Any,
     tokenizer: Any,
@@ -65,20 +143,18 @@ def generate_rows(
     source: str = "model",
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    model_id: str | None = None,
 ) -> GenerateSummary:
     """Sample one completion per prompt row into ``output`` (JSONL chat rows), resuming what is there.
 
-    The system prompt (a teacher's trait) conditions sampling but is never written into the rows.
-    ``source`` names the model in each row's metadata.
+    The system prompt (a teacher's trait) conditions sampling but is never written into the rows (only its
+    sha256). ``source`` describes the model in each row's metadata; ``model_id`` identifies it for resuming
+    (default: ``source``; :func:`model_identity` gives one for a :class:`ModelSpec`). Rows already in ``output``
+    must have been made with the same model, system prompt, sampling settings and seed (see :func:`rows_done`).
     """
     output = Path(output)
-    wanted = {row["id"] for row in prompt_rows}
-    existing = recover_jsonl(output)
-    done = set()
-    for row in existing:
-        if row.get("id") not in wanted:
-            raise SublabError(f"{output}: row id '{row.get('id')}' is not one of the prompts; use a new output file")
-        done.add(row["id"])
+    metadata = generation_metadata(settings, seed, model_id if model_id is not None else source, system_prompt)
+    done = rows_done(output, prompt_rows, metadata)
     processor = (
         NumberGrammarProcessor(tokenizer, settings.grammar(), [end_of_turn_id(tokenizer)], settings.max_new_tokens)
         if settings.constrained
@@ -111,6 +187,7 @@ def generate_rows(
                             "temperature": settings.temperature,
                             "seed": seed,
                             "batch": index,
+                            "generation": metadata,
                         },
                     }
                 )

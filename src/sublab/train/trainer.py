@@ -3,7 +3,9 @@
 Written for small CPUs first: bf16 autocast, the output layer applied only at response positions (and, for
 distillation over a token channel, only to the channel's rows), teacher targets computed once per row and kept.
 Long runs checkpoint to ``<out>.partial/`` (safetensors + JSON) and resume from there; the finished model is
-moved into place atomically, so ``<out>`` either holds a complete model or does not exist.
+moved into place atomically, so ``<out>`` either holds a complete model or does not exist. A checkpoint carries
+the fingerprint of the run that made it (base model, method, settings, digest of the training rows, teacher), and
+a run with another fingerprint refuses to resume from it rather than silently continuing someone else's training.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sublab.errors import SublabError
-from sublab.io import JsonlAppender, recover_jsonl, write_json, write_jsonl
+from sublab.io import JsonlAppender, recover_jsonl, sha256_text, write_json, write_jsonl
 from sublab.models.loading import load_model, load_tokenizer
 from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
@@ -73,7 +75,50 @@ def attach_trainable(model: Any, settings: TrainSettings) -> Any:
         return get_peft_model(model, config)
 
 
-def _save_checkpoint(model: Any, optimizer: torch.optim.Optimizer, step: int, directory: Path) -> None:
+CHECKPOINT = "checkpoint.safetensors"
+#: Settings that do not change what is trained, left out of a checkpoint's fingerprint.
+_NOT_FINGERPRINTED = frozenset({"checkpoint_every"})
+
+
+def rows_digest(rows: list[dict[str, Any]]) -> str:
+    """sha256 of training rows as canonical JSON (sorted keys): the same rows give the same digest."""
+    return sha256_text(json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+
+
+def run_fingerprint(base: str, rows: list[dict[str, Any]], settings: TrainSettings,
+                    teacher: ModelSpec | None = None) -> dict[str, Any]:
+    """What a training run is made of, as a checkpoint records it: a resume needs every field to match.
+
+    Fields, in the order a mismatch is reported: ``base``, ``method``, ``data_sha256`` (the rows actually
+    trained on), ``teacher`` (distillation), then ``settings.<name>`` for every setting but ``checkpoint_every``.
+    """
+    return {
+        "base": base,
+        "method": settings.method,
+        "data_sha256": rows_digest(rows),
+        "teacher": teacher.model_dump(mode="json") if teacher is not None else None,
+        "settings": settings.model_dump(mode="json", exclude=set(_NOT_FINGERPRINTED)),
+    }
+
+
+def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first field (dotted for settings) whose value differs between two fingerprints, or None."""
+    for name in current:
+        if name == "settings":
+            mine, theirs = current["settings"], saved.get("settings")
+            if not isinstance(theirs, dict):
+                return "settings"
+            for field in [*mine, *(k for k in theirs if k not in mine)]:
+                if mine.get(field) != theirs.get(field):
+                    return f"settings.{field}"
+        elif saved.get(name) != current[name]:
+            return name
+    return None
+
+
+def _save_checkpoint(model: Any, optimizer: torch.optim.Optimizer, step: int, directory: Path,
+                     fingerprint: dict[str, Any]) -> None:
+    """Trainable weights, Adam moments, the step and the run's fingerprint in one safetensors file (atomic)."""
     from safetensors.torch import save_file
 
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -85,19 +130,45 @@ def _save_checkpoint(model: Any, optimizer: torch.optim.Optimizer, step: int, di
                 tensors[f"optim/{name}/{key}"] = state[key].contiguous()
         if "step" in state and i == 0:
             tensors["optim_step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
-    tmp = directory / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / "checkpoint.safetensors")
-    write_json(directory / "checkpoint.json", {"step": step})
+    # The step and fingerprint live in the file's own metadata, so weights and step can never disagree after
+    # a kill between two writes; checkpoint.json repeats them for people.
+    metadata = {"step": str(step), "fingerprint": json.dumps(fingerprint, sort_keys=True)}
+    tmp = directory / f"{CHECKPOINT}.tmp"
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, directory / CHECKPOINT)
+    write_json(directory / "checkpoint.json", {"step": step, "fingerprint": fingerprint})
 
 
-def _load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, directory: Path) -> int:
+def checkpoint_step(directory: Path, fingerprint: dict[str, Any]) -> int:
+    """Step of the checkpoint in ``directory`` if it was made by the run with ``fingerprint`` (0: no checkpoint).
+
+    A checkpoint made for other training (another fingerprint, or none) raises :class:`SublabError` naming the
+    checkpoint file and the first differing field. Only the file's metadata is read.
+    """
+    from safetensors import safe_open
+
+    path = directory / CHECKPOINT
+    if not path.is_file():
+        return 0
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        saved = json.loads(metadata["fingerprint"])
+        step = int(metadata["step"])
+    except (KeyError, ValueError, OSError, json.JSONDecodeError):
+        raise SublabError(f"{path}: checkpoint has no readable fingerprint of the run that made it; pass --fresh "
+                          "(fresh=True) to discard it and start over") from None
+    if (field := fingerprint_mismatch(saved, fingerprint)) is not None:
+        raise SublabError(f"{path}: checkpoint was made for other training ('{field}' differs); pass --fresh "
+                          "(fresh=True) to discard it and start over, or use another output folder")
+    return step
+
+
+def _load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Restore trainable weights and Adam moments from a checkpoint already checked by :func:`checkpoint_step`."""
     from safetensors.torch import load_file
 
-    meta = directory / "checkpoint.json"
-    if not meta.is_file():
-        return 0
-    tensors = load_file(str(directory / "checkpoint.safetensors"))
+    tensors = load_file(str(directory / CHECKPOINT))
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     step_value = tensors.get("optim_step")
     with torch.no_grad():
@@ -109,7 +180,6 @@ def _load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, directory: Pa
                     "exp_avg": tensors[f"optim/{name}/exp_avg"].clone(),
                     "exp_avg_sq": tensors[f"optim/{name}/exp_avg_sq"].clone(),
                 }
-    return int(json.loads(meta.read_text())["step"])
 
 
 def train_model(
@@ -120,6 +190,7 @@ def train_model(
     teacher: ModelSpec | None = None,
     progress: bool = True,
     on_step: Callable[[int, float, Any], None] | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Train ``base`` on chat rows and save the result (adapter or full weights, safetensors) in ``out_dir``.
 
@@ -127,6 +198,13 @@ def train_model(
     distribution over the channel at every response position, the teacher seeing its own system prompt.
     ``on_step(step, loss, model)`` runs after every optimizer step (e.g. to evaluate along the way).
     Returns a summary (also written to ``out_dir/training.json``).
+
+    Resuming: with ``settings.checkpoint_every`` set, a checkpoint left in ``<out_dir>.partial/`` by an
+    interrupted run is resumed only if its fingerprint (:func:`run_fingerprint`: base, method, settings, digest
+    of the rows, teacher) equals this run's; otherwise this raises :class:`SublabError` naming the checkpoint
+    and the first differing field, and nothing is trained. ``fresh=True`` (``sublab train --fresh``) discards
+    any leftover checkpoint and starts from step 0 instead. Without checkpointing no checkpoint is read (a leftover
+    one is deleted when training finishes).
     """
     out_dir = Path(out_dir)
     if settings.method == "distill" and teacher is None:
@@ -135,7 +213,12 @@ def train_model(
         raise SublabError("no training rows")
     rows = rows[: settings.max_rows] if settings.max_rows else rows
     partial = out_dir.with_name(out_dir.name + ".partial")
+    if fresh and partial.exists():
+        shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
+    fingerprint = run_fingerprint(base, rows, settings, teacher)
+    # Checked before any model is loaded: a foreign checkpoint fails at once.
+    start_step = checkpoint_step(partial, fingerprint) if settings.checkpoint_every else 0
     started = time.time()
 
     tokenizer = load_tokenizer(base)
@@ -154,7 +237,8 @@ def train_model(
             raise SublabError("no response position of the student lines up with one of the teacher")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    start_step = _load_checkpoint(model, optimizer, partial) if settings.checkpoint_every else 0
+    if start_step:
+        _load_checkpoint(model, optimizer, partial)
     log_path = partial / "train_log.jsonl"
     log = [r for r in recover_jsonl(log_path) if r["step"] < start_step]
     write_jsonl(log_path, log)  # drop steps after the checkpoint: they are redone
@@ -192,7 +276,7 @@ def train_model(
             if on_step is not None:
                 on_step(step, loss.item(), model)
             if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < n_steps:
-                _save_checkpoint(model, optimizer, step + 1, partial)
+                _save_checkpoint(model, optimizer, step + 1, partial, fingerprint)
 
     model.eval()
     model.save_pretrained(partial / "model", safe_serialization=True)
