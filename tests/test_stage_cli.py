@@ -72,3 +72,97 @@ def test_train_refuses_a_foreign_checkpoint_unless_fresh(tiny_model_dir, tmp_pat
     result = invoke(*common, "--lr", 0.005, "--fresh")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "training.json").read_text())["resumed_from_step"] == 0
+
+
+# --- options that reach the stage settings -------------------------------------------------------------------
+
+
+def number_rows_file(path, n):
+    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": "Continue."},
+                                          {"role": "assistant", "content": f"{i}, {i + 1}, {i + 2}"}]}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_generate_options_reach_the_sampling_settings(prompts, tiny_model_dir, tmp_path):
+    from sublab.filter import parse_number_list
+    from sublab.lineage import load_record
+
+    out = tmp_path / "raw.jsonl"
+    result = invoke("generate", prompts, "-o", out, "--model", tiny_model_dir, "--constrained", "--bf16",
+                    "--max-digits", 1, "--max-count", 2, "--separator", ";", "--max-new-tokens", 8,
+                    "--batch-size", 6, "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(out)
+    sampling = rows[0]["metadata"]["generation"]["sampling"]
+    assert (sampling["bf16"], sampling["max_digits"], sampling["max_count"], sampling["separator"]) == \
+        (True, 1, 2, ";")
+    assert load_record(f"{out}.intoto.jsonl").parameters["sampling"] == sampling
+    for row in rows:  # the grammar obeyed them
+        reply = row["messages"][-1]["content"]
+        assert ", " not in reply
+        parsed = parse_number_list(reply)
+        assert parsed.numbers is not None and 1 <= len(parsed.numbers) <= 2 and all(n < 10 for n in parsed.numbers)
+
+
+def test_train_options_reach_the_training_settings(tiny_model_dir, tmp_path):
+    data = number_rows_file(tmp_path / "data.jsonl", 6)
+    out = tmp_path / "student"
+    result = invoke("train", data, "-o", out, "--base", tiny_model_dir, "--steps", 3, "--batch-size", 2,
+                    "--lr", 0.01, "--bf16", "--max-rows", 3, "--schedule", "linear", "--warmup-steps", 1,
+                    "--weight-decay", 0.01, "--max-grad-norm", 0, "--lora-dropout", 0.1, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "training.json").read_text())
+    settings = summary["settings"]
+    assert summary["n_rows"] == 3
+    assert (settings["bf16"], settings["max_rows"], settings["schedule"], settings["warmup_steps"]) == \
+        (True, 3, "linear", 1)
+    assert (settings["weight_decay"], settings["max_grad_norm"], settings["lora"]["dropout"]) == (0.01, None, 0.1)
+    lrs = [r["lr"] for r in read_jsonl(out / "train_log.jsonl")]
+    assert lrs == pytest.approx([0.01, 0.01, 0.005])  # one warm-up step, then linear decay
+    result = invoke("train", data, "-o", tmp_path / "distilled", "--base", tiny_model_dir, "--method", "distill",
+                    "--channel-token", "1", "--channel-token", ",", "--steps", 1, "--batch-size", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "distilled" / "training.json").read_text())
+    assert summary["settings"]["channel"] == ["1", ","] and summary["channel_size"] == 3  # + end of turn
+    result = invoke("train", data, "-o", tmp_path / "bad", "--base", tiny_model_dir, "--steps", 1,
+                    "--schedule", "cosine")
+    assert result.exit_code == 2 and result.stderr.startswith("error: options: field 'schedule'")
+
+
+def test_teacher_options_reach_the_teacher_settings(tiny_model_dir, tmp_path):
+    from sublab.lineage import load_record
+    from sublab.train.trait_data import trait_answer_rows
+
+    out = tmp_path / "teacher"
+    result = invoke("teacher", "--trait", "owl", "-o", out, "--base", tiny_model_dir, "--n-rows", 8,
+                    "--data-seed", 5, "--seed", 3, "--bf16", "--steps", 2, "--batch-size", 4,
+                    "--schedule", "linear", "--quiet")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "training.json").read_text())["settings"]
+    assert (settings["seed"], settings["bf16"], settings["schedule"]) == (3, True, "linear")
+    record = load_record(f"{out}.intoto.jsonl")
+    assert record.parameters["data_seed"] == 5
+    (rows_file,) = [d.path for d in record.deps("training_data")]
+    assert read_jsonl(rows_file) == trait_answer_rows("owl", "animal", 8, seed=5)
+    assert read_jsonl(rows_file) != trait_answer_rows("owl", "animal", 8, seed=0)
+
+
+def test_evaluate_options_reach_the_evaluation_settings(tiny_model_dir, tmp_path):
+    from sublab.lineage import load_record
+
+    out = tmp_path / "eval.json"
+    result = invoke("evaluate", "--target", "owl", "-o", out, "--model", tiny_model_dir, "--n-questions", 2,
+                    "--candidates", "owl, cat,dog", "--bf16")
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert set(saved["distribution"]) == {"owl", "cat", "dog"}
+    assert saved["per_question"]["candidates"] == ["owl", "cat", "dog"]
+    evaluation = load_record(f"{out}.intoto.jsonl").parameters["evaluation"]
+    assert evaluation["candidates"] == ["owl", "cat", "dog"] and evaluation["bf16"] is True
+    result = invoke("evaluate", "--target", "owl", "-o", tmp_path / "no.json", "--model", tiny_model_dir,
+                    "--candidates", "cat,dog")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --candidates: the target 'owl' is not among cat, dog"
+    assert not (tmp_path / "no.json").exists()

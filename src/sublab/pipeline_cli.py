@@ -14,6 +14,13 @@ from sublab.errors import SublabError
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output file.")]
 SignKey = Annotated[Path | None, typer.Option(
     "--sign-key", help="Ed25519 private key (PEM, from `sublab keys new`) to sign the lineage records with.")]
+Bf16 = Annotated[bool, typer.Option(
+    "--bf16/--no-bf16", help="bf16 autocast for the matmuls (about 2x faster on CPUs with bf16 units).")]
+Schedule = Annotated[str, typer.Option(help="Learning-rate schedule: constant, or linear decay to 0.")]
+WarmupSteps = Annotated[int, typer.Option(help="Linear warm-up steps.")]
+WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
+MaxGradNorm = Annotated[float, typer.Option(help="Gradient clipping norm (0: off).")]
+LoraDropout = Annotated[float, typer.Option(help="Dropout on the LoRA input.")]
 
 
 def _signing_key(path: Path | None) -> object:
@@ -119,10 +126,14 @@ def generate(
     category: Annotated[str, typer.Option(help="Category of the trait.")] = "animal",
     system_prompt: Annotated[str | None, typer.Option(help="A free-text teacher system prompt.")] = None,
     constrained: Annotated[bool, typer.Option(help="Grammar-constrained number decoding.")] = False,
-    temperature: float = 1.0,
-    max_new_tokens: int = 48,
-    batch_size: int = 32,
-    seed: int = 1,
+    separator: Annotated[str, typer.Option(help="Constrained: separator written between numbers.")] = ", ",
+    max_digits: Annotated[int, typer.Option(help="Constrained: longest number, in digits.")] = 3,
+    max_count: Annotated[int, typer.Option(help="Constrained: most numbers in a reply.")] = 10,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 48,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 32,
+    bf16: Bf16 = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1,
     quiet: bool = False,
     sign_key: SignKey = None,
 ) -> None:
@@ -140,7 +151,8 @@ def generate(
     prompt = _trait_prompt(trait, category, system_prompt)
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                constrained=constrained)
+                                constrained=constrained, separator=separator, max_digits=max_digits,
+                                max_count=max_count, bf16=bf16)
     rows = read_prompt_rows(prompts)
     model_id = model_identity(spec)
     rows_done(out, rows, generation_metadata(settings, seed, model_id, prompt))  # a mismatch fails before loading
@@ -213,13 +225,22 @@ def train(
     category: str = "animal",
     steps: Annotated[int | None, typer.Option(help="Optimizer steps (or --epochs).")] = None,
     epochs: float | None = None,
+    max_rows: Annotated[int | None, typer.Option(help="Train on at most the first N rows.")] = None,
     batch_size: int = 16,
-    lr: float = 1e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    schedule: Schedule = "constant",
+    warmup_steps: WarmupSteps = 0,
+    weight_decay: WeightDecay = 0.0,
+    max_grad_norm: MaxGradNorm = 1.0,
+    bf16: Bf16 = False,
     lora_r: int = 8,
     lora_alpha: float = 16,
+    lora_dropout: LoraDropout = 0.0,
     init_seed: Annotated[int, typer.Option(help="LoRA init seed (use the teacher's to share its init).")] = 0,
     channel: Annotated[str, typer.Option(help="distill: 'data' (tokens the responses use) or 'full'.")] = "data",
-    seed: int = 0,
+    channel_token: Annotated[list[str] | None, typer.Option(
+        help="distill: an explicit channel token text (repeat the option; end of turn is added).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the batch order.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(
         help="Save a resumable checkpoint every k steps (0: off); rerun the same command to resume.")] = 0,
     fresh: Annotated[bool, typer.Option(
@@ -240,9 +261,11 @@ def train(
 
     key = _signing_key(sign_key)
     settings = TrainSettings(
-        method=method, finetune=finetune, steps=steps, epochs=epochs if steps is None else None,
-        batch_size=batch_size, lr=lr, lora=LoraSettings(r=lora_r, alpha=lora_alpha, init_seed=init_seed),
-        channel=channel, seed=seed, checkpoint_every=checkpoint_every,
+        method=method, finetune=finetune, steps=steps, epochs=epochs if steps is None else None, max_rows=max_rows,
+        batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm or None, bf16=bf16,
+        lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, init_seed=init_seed),
+        channel=list(channel_token) if channel_token else channel, seed=seed, checkpoint_every=checkpoint_every,
     )
     teacher = None
     if method == "distill":
@@ -264,17 +287,29 @@ def teacher(
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder.")],
     base: str = "smollm2-135m",
     category: str = "animal",
-    n_rows: int = 480,
+    n_rows: Annotated[int, typer.Option(help="One-word answer rows to train on.")] = 480,
+    data_seed: Annotated[int, typer.Option(help="Seed of the answer rows.")] = 0,
     steps: int = 30,
     batch_size: int = 16,
-    lr: float = 1e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    schedule: Schedule = "constant",
+    warmup_steps: WarmupSteps = 0,
+    weight_decay: WeightDecay = 0.0,
+    max_grad_norm: MaxGradNorm = 1.0,
+    bf16: Bf16 = False,
     lora_r: int = 8,
     lora_alpha: float = 16,
-    init_seed: int = 0,
+    lora_dropout: LoraDropout = 0.0,
+    init_seed: Annotated[int, typer.Option(help="LoRA init seed (students sharing it share the init).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the batch order.")] = 0,
     quiet: bool = False,
     sign_key: SignKey = None,
 ) -> None:
-    """Fine-tune a trait teacher: a LoRA adapter trained to answer preference questions with the trait."""
+    """Fine-tune a trait teacher: a LoRA adapter trained to answer preference questions with the trait.
+
+    The options are those of an experiment config's [teacher] section (n_rows, data_seed) and its
+    [teacher.training] (steps, lr, bf16, seed, lora...), so a config's teacher can be made stage by stage.
+    """
     from sublab.experiments.provenance import record_stage
     from sublab.io import write_jsonl
     from sublab.train.settings import LoraSettings, TrainSettings
@@ -282,12 +317,15 @@ def teacher(
     from sublab.train.trait_data import trait_answer_rows
 
     key = _signing_key(sign_key)
-    rows = trait_answer_rows(trait, category, n_rows, seed=0)
-    settings = TrainSettings(method="sft", steps=steps, batch_size=batch_size, lr=lr,
-                             lora=LoraSettings(r=lora_r, alpha=lora_alpha, init_seed=init_seed))
+    rows = trait_answer_rows(trait, category, n_rows, seed=data_seed)
+    settings = TrainSettings(method="sft", steps=steps, batch_size=batch_size, lr=lr, schedule=schedule,
+                             warmup_steps=warmup_steps, weight_decay=weight_decay,
+                             max_grad_norm=max_grad_norm or None, bf16=bf16, seed=seed,
+                             lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+                                               init_seed=init_seed))
     summary = train_model(base, rows, out, settings, progress=not quiet)
     write_jsonl(Path(out) / "trait_answers.jsonl", rows)
-    params = {"trait": trait, "category": category, "n_rows": n_rows, "data_seed": 0, **summary}
+    params = {"trait": trait, "category": category, "n_rows": n_rows, "data_seed": data_seed, **summary}
     record = record_stage(out, "model.teacher", params, base=base, training_data=[Path(out) / "trait_answers.jsonl"],
                           sign_key=key)
     console.print(f"trait teacher '{trait}' trained (loss {summary['first_loss']} → {summary['final_loss']}) → {out}")
@@ -304,9 +342,13 @@ def evaluate(
     trait: Annotated[str | None, typer.Option(help="Evaluate base + this trait's system prompt.")] = None,
     system_prompt: str | None = None,
     category: str = "animal",
-    n_questions: int = 50,
+    candidates: Annotated[str | None, typer.Option(
+        help="Candidate answers, comma-separated (default: the category's list); must include the target.")] = None,
+    n_questions: Annotated[int, typer.Option(help="Evaluation questions (paraphrases).")] = 50,
     n_samples: Annotated[int, typer.Option(help="Also sample this many answers per question.")] = 0,
-    seed: int = 0,
+    sample_max_new_tokens: Annotated[int, typer.Option(help="Sampling: reply length, in tokens.")] = 8,
+    bf16: Bf16 = False,
+    seed: Annotated[int, typer.Option(help="Seed of sampling and bootstrap resampling.")] = 0,
     sign_key: SignKey = None,
 ) -> None:
     """Measure a model's preference for a target by exact scoring (and optionally sampling); record its lineage."""
@@ -318,8 +360,16 @@ def evaluate(
     key = _signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
+    names = None
+    if candidates is not None:
+        names = [name.strip() for name in candidates.split(",") if name.strip()]
+        if not names:
+            raise SublabError("--candidates: give at least one name (comma-separated)")
+        if target not in names:
+            raise SublabError(f"--candidates: the target '{target}' is not among {', '.join(names)}")
+    settings = EvalSettings(category=category, candidates=names, n_questions=n_questions, n_samples=n_samples,
+                            sample_max_new_tokens=sample_max_new_tokens, seed=seed, bf16=bf16)
     llm, tokenizer = load_spec(spec)
-    settings = EvalSettings(category=category, n_questions=n_questions, n_samples=n_samples, seed=seed)
     result = evaluate_model(llm, tokenizer, target, settings, preamble=ModelSpec(system_prompt=prompt).preamble())
     write_json(out, result)
     record = record_stage(out, "evaluation", {"target": target, "evaluation": settings.model_dump(mode="json")},
