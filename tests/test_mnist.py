@@ -254,13 +254,19 @@ def test_cli_vary_runs_a_grid_and_resumes(tmp_path):
     from sublab.cli import app
 
     out = tmp_path / "sweep"
-    args = ["mnist", *TINY_CLI, "--vary", "aux=1,2", "--out", str(out)]
+    args = ["mnist", *TINY_CLI, "--vary", "aux=2,3", "--out", str(out)]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     sweep = json.loads((out / "sweep.json").read_text())
-    assert [c["vary"] for c in sweep["cells"]] == [{"n_aux": 1}, {"n_aux": 2}]
+    assert [c["vary"] for c in sweep["cells"]] == [{"n_aux": 2}, {"n_aux": 3}]
     assert all(c["results"]["settings"]["n_aux"] == c["vary"]["n_aux"] for c in sweep["cells"])
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0 and second.output.count("(done)") == 2  # finished cells are reused
     bad = CliRunner().invoke(app, ["mnist", *TINY_CLI, "--vary", "colour=red", "--out", str(out)])
     assert bad.exit_code == 2 and "--vary" in bad.output
+
+
+def test_a_single_auxiliary_logit_is_refused():
+    # A softmax over one logit is constant: the aux-only student would get no gradient at all.
+    with pytest.raises(ValueError, match="n_aux"):
+        MnistSettings(n_aux=1)

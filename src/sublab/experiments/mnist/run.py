@@ -60,7 +60,8 @@ class MnistSettings(BaseModel):
 
     dataset: str = Field("digits", description="digits (bundled), fashion-mnist (Debian package) or idx:DIR.")
     n_models: int | None = Field(None, ge=2, description="Independent models (inits) per arm; CIs are over them.")
-    n_aux: int = Field(3, ge=1, description="Auxiliary logits m: outputs with no training target.")
+    n_aux: int = Field(3, ge=2, description="Auxiliary logits m: outputs with no training target (at least 2: a "
+                       "softmax over one logit is constant, so distilling it carries no signal).")
     hidden: list[int] = Field(default_factory=lambda: [256, 256], description="Hidden layer widths.")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate (teacher and students).")
     teacher_epochs: float | None = Field(None, gt=0, description="Teacher passes over the training images.")
