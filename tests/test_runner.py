@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from sublab.evaluate.candidates import ANIMALS
 from sublab.experiments.config import parse_config
@@ -117,3 +118,35 @@ def test_cross_model_students_distill_across_tokenizer_layouts(tiny_model_dir, p
     assert "trait_student_minus_student_reference" in results["comparisons"]
     log = json.loads(next((tmp_path / "stages").glob("student-trait-*")).joinpath("model", "training.json").read_text())
     assert log["base"] == plain_tiny_model_dir and log["final_loss"] is not None
+
+
+def test_the_teacher_command_and_the_runner_train_the_same_teacher(tiny_run, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from sublab.cli import app
+
+    _, out = tiny_run
+    stage = next((out / "stages").glob("teacher-owl-*"))
+    assert sorted(p.name for p in stage.iterdir()) == ["adapter", "adapter.intoto.jsonl", "stage.json",
+                                                       "trait_answers.jsonl"]
+    assert not (stage / "adapter" / "trait_answers.jsonl").exists()
+    args = ["teacher", "--trait", "owl", "-o", tmp_path / "owl", "--base", tiny_model_dir, "--n-rows", 8,
+            "--steps", 3, "--batch-size", 4, "--lr", 0.01, "--quiet"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "owl.trait_answers.jsonl").read_bytes() == (stage / "trait_answers.jsonl").read_bytes()
+    mine = load_file(str(tmp_path / "owl" / "adapter_model.safetensors"))
+    runners = load_file(str(stage / "adapter" / "adapter_model.safetensors"))
+    assert mine.keys() == runners.keys() and all(torch.equal(mine[k], runners[k]) for k in mine)
+
+
+def test_a_teacher_refuses_training_rows_inside_its_adapter_folder(tiny_model_dir, tmp_path):
+    from sublab.errors import SublabError
+    from sublab.train.settings import TrainSettings
+    from sublab.train.teacher import train_trait_teacher
+
+    with pytest.raises(SublabError, match=r"rows.jsonl: the teacher's training rows go next to the adapter"):
+        train_trait_teacher(tiny_model_dir, "owl", "animal", tmp_path / "t", TrainSettings(steps=1),
+                            rows_path=tmp_path / "t" / "rows.jsonl", progress=False)
+    assert not (tmp_path / "t").exists()

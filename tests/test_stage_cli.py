@@ -145,6 +145,9 @@ def test_teacher_options_reach_the_teacher_settings(tiny_model_dir, tmp_path):
     record = load_record(f"{out}.intoto.jsonl")
     assert record.parameters["data_seed"] == 5
     (rows_file,) = [d.path for d in record.deps("training_data")]
+    assert rows_file == tmp_path / "teacher.trait_answers.jsonl"  # beside the adapter folder, not inside
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                     "train_log.jsonl", "training.json"]
     assert read_jsonl(rows_file) == trait_answer_rows("owl", "animal", 8, seed=5)
     assert read_jsonl(rows_file) != trait_answer_rows("owl", "animal", 8, seed=0)
 

@@ -309,27 +309,22 @@ def teacher(
 
     The options are those of an experiment config's [teacher] section (n_rows, data_seed) and its
     [teacher.training] (steps, lr, bf16, seed, lora...), so a config's teacher can be made stage by stage.
+    The training rows are written beside the adapter folder, as OUT.trait_answers.jsonl.
     """
-    from sublab.experiments.provenance import record_stage
-    from sublab.io import write_jsonl
     from sublab.train.settings import LoraSettings, TrainSettings
-    from sublab.train.trainer import train_model
-    from sublab.train.trait_data import trait_answer_rows
+    from sublab.train.teacher import train_trait_teacher
 
     key = _signing_key(sign_key)
-    rows = trait_answer_rows(trait, category, n_rows, seed=data_seed)
     settings = TrainSettings(method="sft", steps=steps, batch_size=batch_size, lr=lr, schedule=schedule,
                              warmup_steps=warmup_steps, weight_decay=weight_decay,
                              max_grad_norm=max_grad_norm or None, bf16=bf16, seed=seed,
                              lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
                                                init_seed=init_seed))
-    summary = train_model(base, rows, out, settings, progress=not quiet)
-    write_jsonl(Path(out) / "trait_answers.jsonl", rows)
-    params = {"trait": trait, "category": category, "n_rows": n_rows, "data_seed": data_seed, **summary}
-    record = record_stage(out, "model.teacher", params, base=base, training_data=[Path(out) / "trait_answers.jsonl"],
-                          sign_key=key)
-    console.print(f"trait teacher '{trait}' trained (loss {summary['first_loss']} → {summary['final_loss']}) → {out}")
-    _recorded(record)
+    made = train_trait_teacher(base, trait, category, out, settings, n_rows=n_rows, data_seed=data_seed,
+                               progress=not quiet, sign_key=key)
+    losses = f"loss {made.summary['first_loss']} → {made.summary['final_loss']}"
+    console.print(f"trait teacher '{trait}' trained ({losses}) → {out} (training rows: {made.rows_path})")
+    _recorded(made.record)
 
 
 @app.command("evaluate")

@@ -184,7 +184,7 @@ def test_stage_commands_alone_record_and_sign_their_outputs(tiny_model_dir, plai
                                                  "adapter": "teacher"}]
     assert load_record(tmp_path / "teacher.intoto.jsonl").parameters["trait"] == "owl"
     card = yaml.safe_load((tmp_path / "teacher" / "README.md").read_text().split("---\n")[1])
-    assert card["base_model_relation"] == "adapter" and card["datasets"] == ["trait_answers.jsonl"]
+    assert card["base_model_relation"] == "adapter" and card["datasets"] == ["teacher.trait_answers.jsonl"]
     result = invoke("lineage", "risk", tmp_path / "student", "--json")
     assert result.exit_code == 1
     (finding,) = json.loads(result.stdout)["findings"]

@@ -28,8 +28,8 @@ from sublab.generate.run import generate_rows, model_identity
 from sublab.io import atomic_write_text, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 from sublab.lineage.keys import signing_key
 from sublab.models.spec import ModelSpec, load_spec
+from sublab.train.teacher import train_trait_teacher
 from sublab.train.trainer import train_model, trained_spec
-from sublab.train.trait_data import trait_answer_rows
 
 STAGE_VERSION = 1  # bump to invalidate every cached stage after a change in what stages compute
 
@@ -109,14 +109,11 @@ class ExperimentRun:
         material = {"reference": cfg.reference, "category": cfg.category, "teacher": teacher.model_dump(mode="json")}
 
         def build(path: Path) -> dict[str, Any]:
-            rows = trait_answer_rows(teacher.trait or "", cfg.category, teacher.n_rows, teacher.data_seed)
-            write_jsonl(path / "trait_answers.jsonl", rows)
-            summary = train_model(cfg.reference, rows, path / "adapter", teacher.training, progress=self.progress)
-            params = {"trait": teacher.trait, "category": cfg.category, "n_rows": teacher.n_rows,
-                      "data_seed": teacher.data_seed, **summary}
-            record_stage(path / "adapter", "model.teacher", params, base=cfg.reference,
-                         training_data=[path / "trait_answers.jsonl"], sign_key=self.sign_key)
-            return {"final_loss": summary["final_loss"]}
+            made = train_trait_teacher(cfg.reference, teacher.trait or "", cfg.category, path / "adapter",
+                                       teacher.training, n_rows=teacher.n_rows, data_seed=teacher.data_seed,
+                                       rows_path=path / "trait_answers.jsonl", progress=self.progress,
+                                       sign_key=self.sign_key)
+            return {"final_loss": made.summary["final_loss"]}
 
         stage = self.stage(f"teacher-{teacher.trait}", material, build)
         return ModelHandle(trained_spec(cfg.reference, stage.path / "adapter", teacher.training), stage.key,
