@@ -164,6 +164,20 @@ def test_logit_distillation_teacher_is_checked_directly(lab):
         (False, SHARED_INIT_VERIFIED), (True, SHARED_INIT_VERIFIED)]
 
 
+def test_a_different_base_distilled_from_the_teachers_logits_is_still_a_risk(lab):
+    # Measured: Gemma students distilled from SmolLM2 teachers' digit logits took up the trait (docs/cpu-recipe.md).
+    smol, gemma = lab.base("smollm2-135m"), lab.base("gemma3-270m")
+    adapter = lab.finetuned_teacher(smol)
+    prompts_only = lab.data(lab.base_dep(smol, role="teacher"))
+    student = lab.student(gemma, [prompts_only], teacher=Dependency("adapter", "teacher", adapter))
+    report = assess_risk(student)
+    by_data, direct = report.findings
+    assert (by_data.outcome, by_data.risk) == (DIFFERENT_BASE, False)  # the reference wrote the numbers
+    assert (direct.outcome, direct.logit_distillation, direct.risk) == (DIFFERENT_BASE, True, True)
+    assert direct.label == "DIFFERENT_BASE+LOGIT_DISTILLATION" and "logits" in direct.reason
+    assert report.risky and report.to_dict()["findings"][1]["logit_distillation"] is True
+
+
 def test_every_teacher_of_every_dataset_gets_a_finding(lab):
     smol, gemma = lab.base("smollm2-135m"), lab.base("gemma3-270m")
     owl = lab.data(lab.system_prompt_teacher(smol))

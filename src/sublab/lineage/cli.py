@@ -133,7 +133,7 @@ def risk(
         console = _console()
         console.print(f"[bold]shared-base risk of {escape(str(report.model))}[/bold]")
         for f in report.findings:
-            style = "red" if f.possibly_matched else _STYLE.get(f.outcome, "")
+            style = "red" if f.risk and f.outcome == "DIFFERENT_BASE" else _STYLE.get(f.outcome, "")
             source = escape(f.dataset) if f.dataset else "(direct teacher)" if f.teacher else "-"
             console.print(f"[{style}]{f.label}[/{style}]  {source} ← teacher {escape(f.teacher or '?')}",
                           soft_wrap=True)

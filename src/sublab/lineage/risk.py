@@ -9,6 +9,11 @@ and teacher share a base model (or behaviourally matched ones). The check answer
 - ``UNKNOWN``: a link is missing (no record for the data, no teacher named, an adapter with no known base);
 - ``DIFFERENT_BASE``: complete chains without a common digest or name; ``possibly_matched`` when a family
   matches (e.g. two conversions of the same checkpoint, or sibling models), which still counts as a risk.
+
+A teacher the model was *directly* distilled from (logits, not sampled data) stays a risk even with a different
+base (label ``DIFFERENT_BASE+LOGIT_DISTILLATION``): in our CPU measurements Gemma 3 students distilled from
+SmolLM2 teachers over the digit tokens took up the teachers' trait in 3 of 3 seeds (docs/cpu-recipe.md), so a
+different base is no safeguard at the logit level.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ SHARED_INIT_DECLARED = "SHARED_INIT_DECLARED"
 UNKNOWN = "UNKNOWN"
 DIFFERENT_BASE = "DIFFERENT_BASE"
 POSSIBLY_MATCHED = "POSSIBLY_MATCHED"
+LOGIT_DISTILLATION = "LOGIT_DISTILLATION"
 OUTCOMES = (SHARED_INIT_VERIFIED, SHARED_INIT_DECLARED, UNKNOWN, DIFFERENT_BASE)
 #: Kinds of model that were trained from something, so their record must name a base_model.
 TRAINED_KINDS = ("model.teacher", "model.student")
@@ -68,15 +74,20 @@ class Finding:
     via: tuple[str, ...] = ()
     model_chain: tuple[Node, ...] = ()
     teacher_chain: tuple[Node, ...] = ()
+    logit_distillation: bool = False
 
     @property
     def risk(self) -> bool:
-        """Whether traits of this teacher may transfer (anything but a plainly different base)."""
-        return self.outcome != DIFFERENT_BASE or self.possibly_matched
+        """Whether traits of this teacher may transfer: anything but a plainly different base, and a different
+        base too when the model was distilled from the teacher's logits."""
+        return self.outcome != DIFFERENT_BASE or self.possibly_matched or self.logit_distillation
 
     @property
     def label(self) -> str:
-        return f"{self.outcome}+{POSSIBLY_MATCHED}" if self.possibly_matched else self.outcome
+        marks = [m for m, on in ((POSSIBLY_MATCHED, self.possibly_matched),
+                                 (LOGIT_DISTILLATION, self.logit_distillation and self.outcome == DIFFERENT_BASE))
+                 if on]
+        return "+".join([self.outcome, *marks])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +95,7 @@ class Finding:
             "teacher": self.teacher,
             "outcome": self.outcome,
             "possibly_matched": self.possibly_matched,
+            "logit_distillation": self.logit_distillation,
             "risk": self.risk,
             "reason": self.reason,
             "teacher_annotations": self.teacher_annotations,
@@ -213,8 +225,11 @@ def _teacher_label(dep: DepRef) -> str:
 def _finding(dataset: str | None, teacher: DepRef, via: tuple[str, ...], model: Chain) -> Finding:
     chain = model_chain(teacher)
     outcome, possibly, reason = compare_chains(model, chain)
+    direct = dataset is None  # the model learned from this teacher's logits, not from data it wrote
+    if direct and outcome == DIFFERENT_BASE:
+        reason += "; distilled from its logits: transfer across bases was measured (docs/cpu-recipe.md)"
     return Finding(dataset, _teacher_label(teacher), outcome, reason, possibly, dict(teacher.annotations),
-                   via, tuple(model.nodes), tuple(chain.nodes))
+                   via, tuple(model.nodes), tuple(chain.nodes), logit_distillation=direct)
 
 
 def assess_risk(path: str | Path) -> RiskReport:
