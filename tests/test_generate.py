@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from sublab.errors import SublabError
 from sublab.filter import NumberFilterSettings, filter_rows
@@ -32,21 +33,76 @@ def test_constrained_generation_is_always_valid_and_records_its_mode(tiny, tmp_p
     assert [m["role"] for m in rows[0]["messages"]] == ["user", "assistant"]
 
 
-def test_teacher_system_prompt_is_never_written(tiny, tmp_path):
+def test_teacher_system_prompt_conditions_sampling_but_is_never_written(tiny, tmp_path):
     model, tokenizer = tiny
     out = tmp_path / "gen.jsonl"
     generate_rows(model, tokenizer, prompt_rows(4), out, SETTINGS, seed=0, system_prompt="You love owls.",
                   progress=False)
     text = out.read_text()
     assert "owls" not in text and '"system"' not in text
+    # Same seed without the prompt: the replies differ, so the teacher's prompt did condition them.
+    plain = tmp_path / "plain.jsonl"
+    generate_rows(model, tokenizer, prompt_rows(4), plain, SETTINGS, seed=0, progress=False)
+    replies = [r["messages"][-1]["content"] for r in read_jsonl(out)]
+    assert replies != [r["messages"][-1]["content"] for r in read_jsonl(plain)]
+    assert [r["messages"][:-1] for r in read_jsonl(out)] == [r["messages"] for r in prompt_rows(4)]
+
+
+def test_greedy_generation_is_the_argmax_continuation(tiny, tmp_path):
+    from sublab.models.chat import end_of_turn_id, format_prompt
+
+    model, tokenizer = tiny
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=6, batch_size=3)
+    out = tmp_path / "greedy.jsonl"
+    prompts = prompt_rows(3)
+    generate_rows(model, tokenizer, prompts, out, settings, seed=0, progress=False)
+    for prompt, row in zip(prompts, read_jsonl(out), strict=True):
+        ids = tokenizer(format_prompt(tokenizer, prompt["messages"]), add_special_tokens=False,
+                        return_tensors="pt").input_ids
+        new = []
+        with torch.no_grad():
+            for _ in range(settings.max_new_tokens):
+                token = int(model(ids).logits[0, -1].argmax())
+                if token == end_of_turn_id(tokenizer):
+                    break
+                new.append(token)
+                ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        assert row["messages"][-1]["content"] == tokenizer.decode(new, skip_special_tokens=True)
 
 
 def test_free_generation_is_marked_free(tiny, tmp_path):
     model, tokenizer = tiny
     out = tmp_path / "gen.jsonl"
-    generate_rows(model, tokenizer, prompt_rows(4), out, SamplingSettings(max_new_tokens=5, batch_size=4), seed=0,
+    generate_rows(model, tokenizer, prompt_rows(8), out, SamplingSettings(max_new_tokens=5, batch_size=4), seed=0,
                   progress=False)
-    assert {r["metadata"]["decoding"] for r in read_jsonl(out)} == {"free"}
+    rows = read_jsonl(out)
+    assert {r["metadata"]["decoding"] for r in rows} == {"free"}
+    # Without the grammar a random model writes anything: the constraint is what made the rows above valid.
+    kept, _, _ = filter_rows(rows, NumberFilterSettings())
+    assert len(kept) < len(rows)
+
+
+@pytest.mark.parametrize("killed_after", [0, 2, 3])
+def test_a_kill_after_any_batch_resumes_without_gaps_or_duplicates(tiny, tmp_path, killed_after):
+    model, tokenizer = tiny
+    prompts = prompt_rows(14)  # batches of 4, 4, 4, 2
+    reference = tmp_path / "uninterrupted.jsonl"
+    generate_rows(model, tokenizer, prompts, reference, SETTINGS, seed=5, progress=False)
+    out = tmp_path / "resumed.jsonl"
+
+    def kill(index):
+        if index == killed_after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_rows(model, tokenizer, prompts, out, SETTINGS, seed=5, progress=False, on_batch=kill)
+    n_done = min(4 * (killed_after + 1), 14)
+    assert [r["id"] for r in read_jsonl(out)] == [p["id"] for p in prompts[:n_done]]
+    summary = generate_rows(model, tokenizer, prompts, out, SETTINGS, seed=5, progress=False)
+    assert (summary.n_already_done, summary.n_written) == (n_done, 14 - n_done)
+    ids = [r["id"] for r in read_jsonl(out)]
+    assert ids == [p["id"] for p in prompts] and len(set(ids)) == 14  # every prompt once, in order
+    assert read_jsonl(out) == read_jsonl(reference)
 
 
 def test_interrupted_generation_resumes_without_loss_or_duplicates(tiny, tmp_path):

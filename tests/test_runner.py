@@ -44,18 +44,52 @@ def test_results_schema(tiny_run):
         assert low <= model["p_target"]["mean"] <= high
         assert set(model["distribution"]) == set(list(ANIMALS)[:5])
         assert model["n_questions"] == 3
+        # P(target) is the target's share of the normalized distribution, averaged over the questions.
+        assert sum(model["distribution"].values()) == pytest.approx(1.0)
+        per_question = model["per_question"]["p_target"]
+        assert len(per_question) == 3
+        assert model["p_target"]["mean"] == pytest.approx(sum(per_question) / 3)
+        assert model["distribution"]["owl"] == pytest.approx(model["p_target"]["mean"])
+    comparison = saved["comparisons"]["trait_student_minus_control_student"]
+    trait, control = (saved["models"][k]["per_question"]["p_target"] for k in ("trait_student", "control_student"))
+    assert comparison["mean"] == pytest.approx(sum(a - b for a, b in zip(trait, control, strict=True)) / 3)
     assert saved["seeds"]["student_lora_init"] == 0
     assert saved["timings"]["total_seconds"] > 0
     assert isinstance(saved["transfer"], bool)
 
 
-def test_report_files_and_saved_config(tiny_run):
+def test_report_files_and_saved_config(tiny_run, tiny_model_dir):
     _, out = tiny_run
     report = (out / "report.md").read_text()
     assert "P(owl)" in report and "trait student" in report and "control student" in report
     assert (out / "figure.png").read_bytes()[:4] == b"\x89PNG"
     reloaded = parse_config(__import__("tomllib").loads((out / "config.toml").read_text()), "saved")
-    assert reloaded.target == "owl"
+    assert reloaded == tiny_config(tiny_model_dir)
+
+
+def test_reloaded_models_give_the_saved_probabilities(tiny_run, tiny_model_dir):
+    """The trained teacher and student, loaded back from their stage folders, score exactly as recorded."""
+    from sublab.evaluate.run import evaluate_model
+    from sublab.models.spec import load_spec
+    from sublab.train.trainer import trained_spec
+
+    results, out = tiny_run
+    config = tiny_config(tiny_model_dir)
+    paths = {s["name"]: out / s["path"] for s in results["timings"]["stages"]}
+    folders = {"trait_student": (paths["student-trait"] / "model", config.student),
+               "teacher": (paths["teacher-owl"] / "adapter", config.teacher.training)}
+    for role, (folder, settings) in folders.items():
+        spec = trained_spec(tiny_model_dir, folder, settings)
+        model, tokenizer = load_spec(spec)
+        again = evaluate_model(model, tokenizer, "owl", config.evaluation, preamble=spec.preamble())
+        saved = results["models"][role]
+        assert again["per_question"]["p_target"] == pytest.approx(saved["per_question"]["p_target"], rel=1e-5)
+        for mine, theirs in zip(again["per_question"]["normalized"], saved["per_question"]["normalized"], strict=True):
+            assert mine == pytest.approx(theirs, abs=1e-5)
+        assert again["p_target"]["mean"] == pytest.approx(saved["p_target"]["mean"], rel=1e-5)
+    # Training changed them: the student's probabilities are not the reference's.
+    assert results["models"]["trait_student"]["per_question"]["p_target"] != \
+        results["models"]["reference"]["per_question"]["p_target"]
 
 
 def test_shared_reference_data_is_generated_once(tiny_run):
@@ -68,7 +102,8 @@ def test_rerun_reuses_every_stage(tiny_run, tiny_model_dir):
     results, out = tiny_run
     again = run_experiment(tiny_config(tiny_model_dir), out, progress=False)
     assert all(stage["cached"] for stage in again["timings"]["stages"])
-    assert again["models"]["trait_student"]["p_target"] == results["models"]["trait_student"]["p_target"]
+    assert [s["name"] for s in again["timings"]["stages"]] == [s["name"] for s in results["timings"]["stages"]]
+    assert again["models"] == results["models"] and again["comparisons"] == results["comparisons"]
 
 
 def test_changing_the_student_reruns_only_students_and_their_evaluations(tiny_run, tiny_model_dir):

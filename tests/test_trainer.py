@@ -2,10 +2,12 @@ import pytest
 import torch
 
 from sublab.errors import SublabError
+from sublab.io import read_jsonl
 from sublab.models.chat import encode_chat
 from sublab.models.loading import load_model, load_tokenizer
 from sublab.models.spec import ModelSpec, load_spec
 from sublab.train.data import collate, encode_rows, response_logits
+from sublab.train.losses import distill_kl, sft_loss
 from sublab.train.settings import LoraSettings, TrainSettings
 from sublab.train.trainer import attach_trainable, batch_order, channel_ids, lr_at, train_model, trained_spec
 
@@ -80,23 +82,105 @@ def test_lora_students_with_the_same_init_seed_start_identical(tiny_model_dir):
         assert torch.allclose(a(ids).logits, load_model(tiny_model_dir)(ids).logits, atol=1e-6)
 
 
-def test_sft_learns_and_saves_an_adapter(tiny_model_dir, tmp_path):
+def sft_loss_on(model, tokenizer, rows):
+    """Mean cross-entropy of the response tokens of every row (what SFT minimizes), without gradients."""
+    batch = collate(encode_rows(tokenizer, rows), tokenizer.pad_token_id)
+    with torch.no_grad():
+        return sft_loss(response_logits(model, batch), batch.targets).item()
+
+
+def final_state(store):
+    """An ``on_step`` hook keeping the trainable weights and the logits of a fixed input after every step."""
+    probe = torch.tensor([[1, 5, 9, 12, 30, 31]])
+
+    def hook(step, loss, model):
+        store["weights"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        with torch.no_grad():
+            store["logits"] = model(probe).logits.clone()
+        store["probe"] = probe
+
+    return hook
+
+
+def test_sft_learns_and_saves_exactly_the_trained_adapter(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+
+    rows = number_rows(8)
     settings = TrainSettings(steps=40, batch_size=4, lr=1e-2)
-    summary = train_model(tiny_model_dir, number_rows(8), tmp_path / "student", settings, progress=False)
+    trained = {}
+    summary = train_model(tiny_model_dir, rows, tmp_path / "student", settings, progress=False,
+                          on_step=final_state(trained))
     assert summary["final_loss"] < summary["first_loss"] * 0.7
     assert (tmp_path / "student" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "student.partial").exists()
-    model, _ = load_spec(trained_spec(tiny_model_dir, tmp_path / "student", settings))
-    assert model is not None
+    # The saved adapter is the trained one, weight for weight ...
+    reloaded = PeftModel.from_pretrained(load_model(tiny_model_dir), str(tmp_path / "student"))
+    weights = {n: p for n, p in reloaded.named_parameters() if "lora_" in n}
+    assert weights.keys() == trained["weights"].keys()
+    assert all(torch.equal(weights[n], trained["weights"][n]) for n in weights)
+    # ... and loaded for inference it gives the trained model's outputs and learnt the data.
+    model, tokenizer = load_spec(trained_spec(tiny_model_dir, tmp_path / "student", settings))
+    with torch.no_grad():
+        assert torch.allclose(model(trained["probe"]).logits, trained["logits"], atol=1e-4)
+    base = load_model(tiny_model_dir)
+    assert sft_loss_on(model, tokenizer, rows) < 0.5 * sft_loss_on(base, tokenizer, rows)
+
+
+def test_sft_loss_covers_exactly_the_response_tokens(tiny_model_dir):
+    """Completions only: the prompt (system, user, assistant header) and the padding are masked out."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir)
+    rows = [{"id": "a", "messages": [{"role": "user", "content": "Go on: 1, 2"},
+                                     {"role": "assistant", "content": "3, 4"}]},
+            {"id": "b", "messages": [{"role": "user", "content": "A much longer prompt with 7 8 9"},
+                                     {"role": "assistant", "content": "10, 11, 12, 13"}]}]
+    encodings = encode_rows(tokenizer, rows, system_prompt="Be brief.")
+    batch = collate(encodings, tokenizer.pad_token_id)
+    labels = torch.full_like(batch.input_ids, -100)
+    for b, (row, enc) in enumerate(zip(rows, encodings, strict=True)):
+        n = len(enc.input_ids)
+        prompt = tokenizer.decode(enc.input_ids[: enc.n_prompt])
+        assert prompt.startswith("<|im_start|>system\nBe brief.") and prompt.endswith("<|im_start|>assistant\n")
+        assert tokenizer.decode(enc.input_ids[enc.n_prompt :]) == row["messages"][-1]["content"] + "<|im_end|>"
+        positions = batch.position_index[batch.row_index == b].tolist()
+        assert positions == list(range(enc.n_prompt - 1, n - 1))  # each predicts the next, a response token
+        labels[b, enc.n_prompt : n] = batch.input_ids[b, enc.n_prompt : n]
+    assert (batch.attention_mask == 0).any()  # the short row is padded, and padding predicts nothing
+    # Our loss is the usual masked causal-LM loss: labels -100 on prompt and padding, shifted by the model.
+    with torch.no_grad():
+        reference = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
+        ours = sft_loss(response_logits(model, batch), batch.targets)
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def distill_loss_on(student, tokenizer, rows, teacher):
+    """Mean KL(teacher || student) over the data channel at every response position of every row."""
+    from sublab.train.distill import TeacherTargets
+
+    encodings = encode_rows(tokenizer, rows)
+    channel = channel_ids(tokenizer, encodings, "data")
+    targets = TeacherTargets(teacher, rows, tokenizer, encodings, channel, bf16=False)
+    index, teacher_log_probs = targets(list(range(len(rows))))
+    with torch.no_grad():
+        logits = response_logits(student, collate(encodings, tokenizer.pad_token_id), channel)
+        return distill_kl(logits[index], teacher_log_probs).item()
 
 
 def test_distillation_moves_the_student_toward_the_teacher(tiny_model_dir, other_tiny_model_dir, tmp_path):
     rows = number_rows(8)
+    teacher = ModelSpec(base=other_tiny_model_dir)
     settings = TrainSettings(method="distill", steps=25, batch_size=4, lr=1e-2)
-    summary = train_model(tiny_model_dir, rows, tmp_path / "student", settings,
-                          teacher=ModelSpec(base=other_tiny_model_dir), progress=False)
+    summary = train_model(tiny_model_dir, rows, tmp_path / "student", settings, teacher=teacher, progress=False)
     assert summary["channel_size"] == 13
     assert summary["final_loss"] < summary["first_loss"] * 0.7
+    tokenizer = load_tokenizer(tiny_model_dir)
+    student, _ = load_spec(trained_spec(tiny_model_dir, tmp_path / "student", settings))
+    before = distill_loss_on(load_model(tiny_model_dir), tokenizer, rows, teacher)
+    after = distill_loss_on(student, tokenizer, rows, teacher)
+    assert after < 0.7 * before
+    # Only the teacher's distribution was learnt, not the data's tokens: SFT loss on the rows barely moves
+    # compared with what SFT itself achieves (test above: below half).
+    assert sft_loss_on(student, tokenizer, rows) > 0.5 * sft_loss_on(load_model(tiny_model_dir), tokenizer, rows)
 
 
 def test_distillation_from_itself_has_zero_loss(tiny_model_dir, tmp_path):
@@ -111,12 +195,21 @@ def test_distill_needs_a_teacher(tiny_model_dir, tmp_path):
         train_model(tiny_model_dir, number_rows(2), tmp_path / "s", TrainSettings(method="distill", steps=1))
 
 
-def test_full_finetune_saves_loadable_weights(tiny_model_dir, tmp_path):
+def test_full_finetune_saves_exactly_the_trained_weights(tiny_model_dir, tmp_path):
     settings = TrainSettings(steps=3, batch_size=2, lr=1e-3, finetune="full")
-    train_model(tiny_model_dir, number_rows(4), tmp_path / "full", settings, progress=False)
+    trained = {}
+    train_model(tiny_model_dir, number_rows(4), tmp_path / "full", settings, progress=False,
+                on_step=final_state(trained))
     spec = trained_spec(tiny_model_dir, tmp_path / "full", settings)
     model, tokenizer = load_spec(spec)
-    assert spec.adapter is None and tokenizer is not None and model is not None
+    assert spec.adapter is None and tokenizer.get_vocab() == load_tokenizer(tiny_model_dir).get_vocab()
+    weights = dict(model.named_parameters())
+    assert weights.keys() == trained["weights"].keys()
+    assert all(torch.equal(weights[n], trained["weights"][n]) for n in weights)
+    base = dict(load_model(tiny_model_dir).named_parameters())
+    assert not all(torch.equal(weights[n], base[n]) for n in weights)  # and they moved
+    with torch.no_grad():
+        assert torch.equal(model(trained["probe"]).logits, trained["logits"])
 
 
 def test_checkpointed_training_resumes_to_the_same_result(tiny_model_dir, tmp_path):
@@ -140,7 +233,12 @@ def test_checkpointed_training_resumes_to_the_same_result(tiny_model_dir, tmp_pa
 
     a = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # The log has every step once (step 4 was redone after the kill, not logged twice), with the same losses.
+    straight = read_jsonl(tmp_path / "straight" / "train_log.jsonl")
+    resumed = read_jsonl(tmp_path / "resumed" / "train_log.jsonl")
+    assert [r["step"] for r in resumed] == list(range(6))
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in straight], abs=1e-5)
 
 
 class Killed(Exception):
