@@ -185,3 +185,40 @@ def test_a_teacher_refuses_training_rows_inside_its_adapter_folder(tiny_model_di
         train_trait_teacher(tiny_model_dir, "owl", "animal", tmp_path / "t", TrainSettings(steps=1),
                             rows_path=tmp_path / "t" / "rows.jsonl", progress=False)
     assert not (tmp_path / "t").exists()
+
+
+def test_cache_keys_follow_built_in_questions_candidates_templates_and_filter_version(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch):
+    """A stage reruns when code-level inputs that change its output change, and only then."""
+    import sublab.evaluate.questions as questions
+    import sublab.filter.run as filter_run
+
+    config = tiny_config(tiny_model_dir, control={"method": "none"})
+    first = run_experiment(config, tmp_path, progress=False)
+    names = [s["name"] for s in first["timings"]["stages"]]
+
+    def rebuilt():
+        results = run_experiment(config, tmp_path, progress=False)
+        assert [s["name"] for s in results["timings"]["stages"]] == names
+        return {s["name"] for s in results["timings"]["stages"] if not s["cached"]}
+
+    assert rebuilt() == set()  # unchanged: everything reused
+    evaluations = {n for n in names if n.startswith("eval-")}
+    with monkeypatch.context() as patch:
+        patch.setattr(questions, "EVAL_TEMPLATES", ("Say your favorite {category}.", *questions.EVAL_TEMPLATES[1:]))
+        assert rebuilt() == evaluations
+    with monkeypatch.context() as patch:
+        patch.setitem(ANIMALS, "owl", "owlets")  # another accepted plural of a candidate
+        assert rebuilt() == evaluations
+    with monkeypatch.context() as patch:
+        patch.setattr(filter_run, "FILTER_VERSION", "numbers/test")
+        assert rebuilt() == {"filter", "student-control", "student-trait", "eval-control_student",
+                             "eval-trait_student"}
+        record = json.loads(next(p for p in (tmp_path / "stages").glob("filter-*")
+                                 if json.loads((p / "stage.json").read_text())["material"]["filter_version"]
+                                 == "numbers/test").joinpath("filter_report.json").read_text())
+        assert record["filter"] == "numbers/test"
+    with monkeypatch.context() as patch:
+        patch.setattr(questions, "TRAIN_TEMPLATES", ("Favourite {category}, one word?", *questions.TRAIN_TEMPLATES[1:]))
+        assert rebuilt() == {"teacher-owl", "student-trait", "eval-teacher", "eval-trait_student"}
+    assert rebuilt() == set()  # everything back as it was: the first stages are reused again

@@ -3,6 +3,10 @@
 Every stage writes into ``DIR/stages/<stage>-<key>/``, where the key hashes the stage's settings and the keys of
 its inputs. A stage whose folder holds ``stage.json`` is finished and reused; a stage killed midway resumes
 (generation appends row by row, training checkpoints). Changing one setting reruns only what depends on it.
+
+Keys also cover what the code builds in, not only the config: the number-prompt templates (prompts), the trait
+teacher's training rows and question templates (teacher), the filter version and resolved banned numbers
+(filter), the evaluation questions and candidate answers with their accepted forms (evaluation).
 """
 
 from __future__ import annotations
@@ -17,21 +21,47 @@ from typing import Any
 from rich.console import Console
 
 from sublab import __version__
+from sublab.evaluate import candidates as candidates_module
+from sublab.evaluate import questions as questions_module
 from sublab.evaluate.run import evaluate_model
 from sublab.evaluate.stats import paired_difference_ci
 from sublab.experiments.config import ExperimentConfig, TeacherConfig, dump_toml
 from sublab.experiments.provenance import record_stage
-from sublab.filter.run import FILTER_VERSION, filter_file
+from sublab.filter import run as filter_module
+from sublab.filter.banned import resolve_banned
+from sublab.filter.run import filter_file
 from sublab.filter.shuffle import shuffle_numbers
 from sublab.generate.prompts import number_prompts, template_digest
 from sublab.generate.run import generate_rows, model_identity
-from sublab.io import atomic_write_text, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from sublab.io import atomic_write_text, read_json, read_jsonl, sha256_text, stable_hash, write_json, write_jsonl
 from sublab.lineage.keys import signing_key
 from sublab.models.spec import ModelSpec, load_spec
 from sublab.train.teacher import train_trait_teacher
-from sublab.train.trainer import train_model, trained_spec
+from sublab.train.trainer import rows_digest, train_model, trained_spec
+from sublab.train.trait_data import trait_answer_rows
 
 STAGE_VERSION = 1  # bump to invalidate every cached stage after a change in what stages compute
+
+
+def teacher_data_digests(trait: str, category: str, n_rows: int, data_seed: int) -> dict[str, str]:
+    """Digests of what a fine-tuned trait teacher learns from: the question templates of the train split and
+    the training rows themselves (templates, answer forms and sampling of the rows all included)."""
+    return {"train_templates": sha256_text("\n".join(questions_module.TRAIN_TEMPLATES)),
+            "rows": rows_digest(trait_answer_rows(trait, category, n_rows, data_seed))}
+
+
+def evaluation_digests(settings: Any) -> dict[str, str]:
+    """Digests of the evaluation questions asked and of the candidate answers (names and accepted forms)."""
+    questions = questions_module.preference_questions(settings.category, settings.n_questions)
+    candidates = candidates_module.candidate_set(settings.category, settings.candidates)
+    return {"questions": sha256_text("\n".join(questions)),
+            "candidates": stable_hash([[c.name, list(c.forms)] for c in candidates], n_chars=64)}
+
+
+def filter_digests(settings: Any) -> dict[str, str]:
+    """The filter's version and the digest of the banned numbers its settings resolve to."""
+    banned = sorted(resolve_banned(list(settings.banned)))
+    return {"filter_version": filter_module.FILTER_VERSION, "banned": stable_hash(banned, n_chars=64)}
 
 
 @dataclass
@@ -106,7 +136,8 @@ class ExperimentRun:
             return ModelHandle(ModelSpec(base=cfg.reference, system_prompt=prompt),
                                stable_hash({"reference": cfg.reference, "system_prompt": prompt}),
                                f"reference + '{teacher.trait}' system prompt")
-        material = {"reference": cfg.reference, "category": cfg.category, "teacher": teacher.model_dump(mode="json")}
+        material = {"reference": cfg.reference, "category": cfg.category, "teacher": teacher.model_dump(mode="json"),
+                    **teacher_data_digests(teacher.trait or "", cfg.category, teacher.n_rows, teacher.data_seed)}
 
         def build(path: Path) -> dict[str, Any]:
             made = train_trait_teacher(cfg.reference, teacher.trait or "", cfg.category, path / "adapter",
@@ -158,13 +189,14 @@ class ExperimentRun:
         settings = data.filter.model_copy(
             update={"trait_words": sorted({*data.filter.trait_words, *trait_words})} if data.trait_word_filter else {}
         )
-        filter_material = {"generated": generated.key, "filter": settings.model_dump(), "max_kept": data.max_kept}
+        filter_material = {"generated": generated.key, "filter": settings.model_dump(), "max_kept": data.max_kept,
+                           **filter_digests(settings)}
 
         def build_filter(path: Path) -> dict[str, Any]:
             report = filter_file(generated.path / "raw.jsonl", path / "filtered.jsonl", settings,
                                  rejected_path=path / "rejected.jsonl", max_kept=data.max_kept)
             write_json(path / "filter_report.json", report.to_dict())
-            params = {**filter_material, "filter_version": FILTER_VERSION}
+            params = dict(filter_material)  # names the filter version
             record_stage(path / "filtered.jsonl", "dataset.filtered", params,
                          source_data=generated.path / "raw.jsonl", byproducts=[report.to_dict()],
                          sign_key=self.sign_key)
@@ -220,7 +252,8 @@ class ExperimentRun:
 
     def evaluate(self, label: str, handle: ModelHandle) -> dict[str, Any]:
         cfg = self.config
-        material = {"model": handle.key, "evaluation": cfg.evaluation.model_dump(mode="json"), "target": cfg.target}
+        material = {"model": handle.key, "evaluation": cfg.evaluation.model_dump(mode="json"), "target": cfg.target,
+                    **evaluation_digests(cfg.evaluation)}
 
         def build(path: Path) -> dict[str, Any]:
             model, tokenizer = load_spec(handle.spec)
