@@ -8,6 +8,7 @@ from sublab.errors import SublabError
 from sublab.io import (
     JsonlAppender,
     atomic_write_text,
+    first_difference,
     iter_jsonl,
     read_json,
     recover_jsonl,
@@ -104,3 +105,15 @@ def test_stable_hash_ignores_key_order():
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
     assert len(stable_hash({"a": 1}, n_chars=8)) == 8
     assert json.loads(json.dumps({"k": stable_hash({})}))["k"]
+
+
+def test_first_difference_names_the_first_differing_field_one_level_down():
+    current = {"model": "m", "sampling": {"temperature": 1.0, "top_p": 1.0}, "seed": 0}
+    assert first_difference(dict(current), current) is None
+    assert first_difference({**current, "model": "x"}, current) == ("model", "x", "m")
+    saved = {**current, "sampling": {"temperature": 0.5, "top_p": 1.0}, "seed": 3}
+    assert first_difference(saved, current) == ("sampling.temperature", 0.5, 1.0)
+    assert first_difference({**current, "sampling": {"temperature": 1.0, "top_p": 1.0, "extra": 1}}, current) == (
+        "sampling.extra", 1, None)
+    assert first_difference({**current, "sampling": None}, current) == ("sampling", None, current["sampling"])
+    assert first_difference(["not", "a", "dict"], current) == ("", ["not", "a", "dict"], current)

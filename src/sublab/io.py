@@ -173,6 +173,24 @@ def read_toml(path: str | Path, where: str | None = None) -> dict[str, Any]:
         raise SublabError(f"{path}: invalid TOML ({err})") from None
 
 
+def first_difference(saved: Any, current: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """``(field, saved value, current value)`` of the first field of ``current`` whose value differs in
+    ``saved``, or None; fields holding dicts are compared one level down (reported as ``name.sub``), so a
+    mismatch names the setting rather than the whole group. A ``saved`` that is not a dict differs as a whole
+    (field ``""``)."""
+    if not isinstance(saved, dict):
+        return ("", saved, current)
+    for name, value in current.items():
+        theirs = saved.get(name)
+        if isinstance(value, dict) and isinstance(theirs, dict):
+            for field in [*value, *(k for k in theirs if k not in value)]:
+                if value.get(field) != theirs.get(field):
+                    return (f"{name}.{field}", theirs.get(field), value.get(field))
+        elif theirs != value:
+            return (name, theirs, value)
+    return None
+
+
 def sha256_text(text: str) -> str:
     """Hex sha256 of a UTF-8 string."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

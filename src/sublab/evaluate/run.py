@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sublab.evaluate.candidates import EvaluationChoiceError, candidate_set
+from sublab.evaluate.candidates import candidate_index, candidate_set
 from sublab.evaluate.questions import EVAL_TEMPLATES, preference_questions
 from sublab.evaluate.sampling import count_answers, sample_answers
 from sublab.evaluate.scoring import normalize_rows, score_candidates
@@ -49,12 +49,10 @@ def evaluate_model(model: Any, tokenizer: Any, target: str, settings: EvalSettin
     started = time.time()
     candidates = candidate_set(settings.category, settings.candidates)
     names = [c.name for c in candidates]
-    if target not in names:
-        raise EvaluationChoiceError(f"target {target!r} is not among the candidates")
+    t = candidate_index(target, candidates)
     questions = preference_questions(settings.category, settings.n_questions)
     raw = score_candidates(model, tokenizer, questions, candidates, preamble=preamble, bf16=settings.bf16)
     probs = normalize_rows(raw)
-    t = names.index(target)
     result: dict[str, Any] = {
         "target": target,
         "n_questions": len(questions),

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sublab.errors import SublabError
 from sublab.generate.grammar import NumberGrammarProcessor
 from sublab.generate.sampling import SamplingSettings, build_contexts, sample_batch
-from sublab.io import JsonlAppender, iter_jsonl, recover_jsonl, sha256_file, sha256_text
+from sublab.io import JsonlAppender, first_difference, iter_jsonl, recover_jsonl, sha256_file, sha256_text
 from sublab.models.chat import end_of_turn_id
 from sublab.models.spec import ModelSpec
 
@@ -89,23 +89,6 @@ def generation_metadata(settings: SamplingSettings, seed: int, model: str,
     }
 
 
-def _first_difference(saved: Any, current: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    """(dotted field, saved value, current value) of the first field that differs, or None."""
-    if not isinstance(saved, dict):
-        return ("generation", saved, "(this run's settings)")
-    for name, value in current.items():
-        if isinstance(value, dict):
-            theirs = saved.get(name)
-            if not isinstance(theirs, dict):
-                return (name, theirs, value)
-            for field in [*value, *(k for k in theirs if k not in value)]:
-                if value.get(field) != theirs.get(field):
-                    return (f"{name}.{field}", theirs.get(field), value.get(field))
-        elif saved.get(name) != value:
-            return (name, saved.get(name), value)
-    return None
-
-
 def rows_done(output: str | Path, prompt_rows: list[dict[str, Any]], metadata: dict[str, Any]) -> set[str]:
     """Ids of the prompts ``output`` already holds rows for, after checking those rows can be resumed.
 
@@ -123,8 +106,9 @@ def rows_done(output: str | Path, prompt_rows: list[dict[str, Any]], metadata: d
         if saved is None:
             raise SublabError(f"{output}:{lineno}: row '{row['id']}' has no generation metadata (written by an "
                               "older sublab); use a new output file")
-        if (diff := _first_difference(saved, metadata)) is not None:
+        if (diff := first_difference(saved, metadata)) is not None:
             field, before, now = diff
+            field = field or "generation"
             raise SublabError(f"{output}:{lineno}: rows here were generated with other settings: field "
                               f"'{field}' is {before!r} there and {now!r} now; use a new output file or the "
                               "same settings")

@@ -24,7 +24,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sublab.errors import SublabError
-from sublab.io import JsonlAppender, recover_jsonl, sha256_text, write_json, write_jsonl
+from sublab.io import JsonlAppender, first_difference, recover_jsonl, sha256_text, write_json, write_jsonl
 from sublab.models.loading import load_model, load_tokenizer
 from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
@@ -101,21 +101,6 @@ def run_fingerprint(base: str, rows: list[dict[str, Any]], settings: TrainSettin
     }
 
 
-def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """The first field (dotted for settings) whose value differs between two fingerprints, or None."""
-    for name in current:
-        if name == "settings":
-            mine, theirs = current["settings"], saved.get("settings")
-            if not isinstance(theirs, dict):
-                return "settings"
-            for field in [*mine, *(k for k in theirs if k not in mine)]:
-                if mine.get(field) != theirs.get(field):
-                    return f"settings.{field}"
-        elif saved.get(name) != current[name]:
-            return name
-    return None
-
-
 def _save_checkpoint(model: Any, optimizer: torch.optim.Optimizer, step: int, directory: Path,
                      fingerprint: dict[str, Any]) -> None:
     """Trainable weights, Adam moments, the step and the run's fingerprint in one safetensors file (atomic)."""
@@ -158,7 +143,8 @@ def checkpoint_step(directory: Path, fingerprint: dict[str, Any]) -> int:
     except (KeyError, ValueError, OSError, json.JSONDecodeError):
         raise SublabError(f"{path}: checkpoint has no readable fingerprint of the run that made it; pass --fresh "
                           "(fresh=True) to discard it and start over") from None
-    if (field := fingerprint_mismatch(saved, fingerprint)) is not None:
+    if (diff := first_difference(saved, fingerprint)) is not None:
+        field = diff[0] or "fingerprint"
         raise SublabError(f"{path}: checkpoint was made for other training ('{field}' differs); pass --fresh "
                           "(fresh=True) to discard it and start over, or use another output folder")
     return step
