@@ -18,7 +18,16 @@ from sublab.experiments.mnist.models import (
     model_seed,
     stack_of,
 )
-from sublab.experiments.mnist.run import RESULT_KEYS, MnistSettings, n_steps, run_mnist
+from sublab.experiments.mnist.run import (
+    RESULT_KEYS,
+    MnistSettings,
+    cross_entropy_and_logit_grad,
+    distill_students,
+    kl_and_logit_grad,
+    n_steps,
+    run_mnist,
+    teacher_log_probs,
+)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -166,6 +175,119 @@ def test_batched_adam_step_equals_per_model_training():
             single.step()
         for got, want in zip(stack.model_parameters(m), params, strict=True):
             assert torch.allclose(got, want.detach(), atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [[6, 5, 3], [6, 5, 4, 3], [6, 7, 5, 4, 3]])
+def test_hand_written_backward_equals_autograd_on_each_model(sizes):
+    """The stack's backward (weights, biases and inputs) against autograd through a plain per-model forward."""
+    seeds = [21, 22, 23]
+    stack = MLPStack(sizes, seeds)
+    x = torch.randn(9, sizes[0], requires_grad=True)
+    upstream = torch.randn(len(seeds), 9, sizes[-1])
+    (stack(x) * upstream).sum().backward()
+    x_grad = torch.zeros_like(x)
+    for m, seed in enumerate(seeds):
+        params = [p.clone().requires_grad_(True) for layer in init_layers(sizes, seed) for p in layer]
+        x_m = x.detach().clone().requires_grad_(True)
+        (single_forward(list(zip(params[::2], params[1::2], strict=True)), x_m) * upstream[m]).sum().backward()
+        x_grad += x_m.grad
+        got = []
+        for weight, bias in zip(stack.weights, stack.biases, strict=True):
+            got += [weight.grad[m].T, bias.grad[m]]
+        for g, p in zip(got, params, strict=True):
+            assert torch.allclose(g, p.grad, atol=1e-5)
+    assert torch.allclose(x.grad, x_grad, atol=1e-5)
+
+
+def test_hand_written_backward_in_bf16_matches_autograd_in_bf16():
+    """Under bf16 autocast the stack computes what autograd computes for the same bf16 matmuls."""
+    sizes, seeds = [32, 16, 16, 5], [1, 2]
+    stack = MLPStack(sizes, seeds)
+    x = torch.randn(64, 32)
+    upstream = torch.randn(2, 64, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = stack(x)
+    (out.float() * upstream).sum().backward()
+    for m, seed in enumerate(seeds):
+        params = [p.clone().requires_grad_(True) for layer in init_layers(sizes, seed) for p in layer]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref = single_forward(list(zip(params[::2], params[1::2], strict=True)), x)
+        assert torch.allclose(out[m].float(), ref.float(), rtol=2e-2, atol=2e-2)
+        (ref.float() * upstream[m]).sum().backward()
+        got = [t for w, b in zip(stack.weights, stack.biases, strict=True) for t in (w.grad[m].T, b.grad[m])]
+        for g, p in zip(got, params, strict=True):
+            assert g.dtype == torch.float32
+            assert torch.allclose(g, p.grad, rtol=5e-2, atol=5e-2 * p.grad.abs().max().item())
+
+
+def test_closed_form_kl_gradient_equals_autograd():
+    student = torch.randn(4, 7, 5, requires_grad=True)
+    teacher = torch.log_softmax(torch.randn(4, 7, 5), dim=-1)
+    expected = kl_per_model(student, teacher, targets_are_log_probs=True)
+    expected.backward()
+    loss, grad = kl_and_logit_grad(student.detach(), teacher)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad, student.grad, atol=1e-6)
+    # Class-major (classes on dim -2, batch last) gives the same numbers, transposed.
+    loss_t, grad_t = kl_and_logit_grad(student.detach().transpose(1, 2), teacher.transpose(1, 2), dim=-2)
+    assert loss_t.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad_t.transpose(1, 2), student.grad, atol=1e-6)
+
+
+def test_closed_form_cross_entropy_gradient_equals_autograd():
+    logits = torch.randn(3, 8, 6, requires_grad=True)
+    labels = torch.randint(0, 4, (8,))
+    expected = cross_entropy_per_model(logits, labels, n_classes=4)
+    expected.backward()
+    loss, grad = cross_entropy_and_logit_grad(logits.detach(), labels, n_classes=4)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad, logits.grad, atol=1e-6)
+    assert torch.all(grad[..., 4:] == 0)  # the auxiliary logits get no cross-entropy gradient
+
+
+def test_teacher_targets_are_the_teachers_log_softmaxes_for_every_input():
+    teacher = MLPStack([6, 5, 13], [3, 4])  # 10 classes + 3 auxiliary logits
+    inputs = torch.randn(11, 6)
+    targets = teacher_log_probs(teacher, inputs, n_aux=3, bf16=False, chunk=4)  # chunks of 4: 3 passes
+    assert targets.shape == (11, 2, 3 + 13)
+    with torch.no_grad():
+        logits = teacher(inputs)  # [N, P, K]
+    assert torch.allclose(targets[..., :3], torch.log_softmax(logits[..., 10:], -1).transpose(0, 1), atol=1e-6)
+    assert torch.allclose(targets[..., 3:], torch.log_softmax(logits, -1).transpose(0, 1), atol=1e-6)
+
+
+def test_distillation_gradients_equal_autograd_of_the_per_variant_kl(monkeypatch):
+    """The gradient of the four-variant distillation step (closed form, cached teacher targets) equals autograd
+    of each student's own KL: aux-only blocks through the auxiliary logits, all-logit blocks through all."""
+    sizes, n, n_aux = [6, 8, 13], 2, 3
+    teacher = MLPStack(sizes, [1, 2])
+    teacher.requires_grad_(False)
+    seeds = [1, 2, 5, 6] * 2  # same-init aux, cross aux, same-init all, cross all
+    students, reference = MLPStack(sizes, seeds), MLPStack(sizes, seeds)
+    inputs = torch.randn(16, 6)
+    recorded = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def step(self, closure=None):
+            recorded.append([p.grad.clone() for group in self.param_groups for p in group["params"]])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    settings = MnistSettings(dataset="x", n_models=n, n_aux=n_aux, distill_epochs=1, batch_size=16, bf16=False,
+                             teacher_epochs=1)
+    distill_students(students, teacher, n_aux, inputs, steps=1, settings=settings)
+    # The batch is the whole (reshuffled) pool; the mean over it does not depend on the order.
+    with torch.no_grad():
+        target = teacher(inputs)
+    logits = reference(inputs)
+    aux = slice(10, 13)
+    loss = (kl_per_model(logits[: 2 * n, :, aux], target[..., aux].repeat(2, 1, 1))
+            + kl_per_model(logits[2 * n :], target.repeat(2, 1, 1)))
+    loss.backward()
+    (got,) = recorded
+    for g, p in zip(got, reference.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+    assert all(g.abs().sum() > 0 for g in got)
 
 
 def test_kl_per_model_is_zero_for_identical_logits_and_positive_otherwise():

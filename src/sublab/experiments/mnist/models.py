@@ -2,9 +2,15 @@
 
 A stack of ``M`` MLPs with the same layer sizes keeps each layer's weights as one tensor. Because every model
 sees the same input batch, the first layer (the largest: 784×256 for MNIST) is a single GEMM over all models,
-``x[B, D] @ W1[D, M·H]``, instead of M small matmuls; the later layers are batched matmuls. Each model still
+``W1[M·H, D] @ x[B, D]ᵀ``, instead of M small matmuls; the later layers are batched matmuls. Each model still
 has its own weights, its own loss term and (with Adam, whose update is per element) exactly the optimizer
 trajectory it would have alone: the tests check this against a per-model loop.
+
+Layout: weights are stored like ``nn.Linear`` ([out, in] per model) and activations feature-major ([M, features,
+B]). Then every matmul of the forward and backward pass reads and writes contiguous blocks (no transposing
+copies between layers), bias gradients are sums over contiguous rows, and a softmax over the classes runs over
+rows of B contiguous values; measured on this CPU this layout made a training step about 15 % faster than the
+batch-major one with the same matmuls.
 
 Initialization follows the paper's code: weights N(0, 1/d_in), biases 0; every model's weights come from its
 own seed, so "same initialization" and "different initialization" are exact, checkable statements.
@@ -40,8 +46,9 @@ def init_layers(sizes: Sequence[int], seed: int) -> list[tuple[torch.Tensor, tor
 class MLPStack(nn.Module):
     """``M`` ReLU MLPs of the same ``sizes``; ``forward(x[B, D])`` returns logits ``[M, B, sizes[-1]]``.
 
-    The first weight is stored ``[D, M, H]`` so the shared-input GEMM needs no copy; later weights ``[M, d_in,
-    d_out]``.
+    Weights are stored ``[M, d_out, d_in]`` and biases ``[M, d_out]``. The logits are a transposed view of a
+    class-major ``[M, K, B]`` tensor: ``logits.transpose(1, 2)`` is contiguous, which is how the losses of
+    :mod:`sublab.experiments.mnist.run` read them.
     """
 
     def __init__(self, sizes: Sequence[int], seeds: Sequence[int]) -> None:
@@ -49,11 +56,10 @@ class MLPStack(nn.Module):
         self.sizes = list(sizes)
         self.seeds = list(seeds)
         per_model = [init_layers(self.sizes, seed) for seed in self.seeds]
-        first_w = torch.stack([layers[0][0] for layers in per_model], dim=1)  # [D, M, H]
-        self.weights = nn.ParameterList([nn.Parameter(first_w)])
-        self.biases = nn.ParameterList([nn.Parameter(torch.stack([layers[0][1] for layers in per_model]))])
-        for i in range(1, len(self.sizes) - 1):
-            self.weights.append(nn.Parameter(torch.stack([layers[i][0] for layers in per_model])))
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i in range(len(self.sizes) - 1):
+            self.weights.append(nn.Parameter(torch.stack([layers[i][0].T for layers in per_model]).contiguous()))
             self.biases.append(nn.Parameter(torch.stack([layers[i][1] for layers in per_model])))
 
     @property
@@ -61,30 +67,85 @@ class MLPStack(nn.Module):
         return len(self.seeds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        first = self.weights[0]
-        d_in, n_models, hidden = first.shape
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        # One GEMM (bias fused) for all models. Biases are cast to the compute dtype: a float32 bias would promote
-        # bf16 activations back to float32 and cost a cast at every layer, forward and backward.
-        h = torch.addmm(self.biases[0].to(dtype).reshape(-1), x.to(dtype), first.reshape(d_in, n_models * hidden))
-        # [B, M·H] → contiguous [M, B, H]: the batched matmuls of the next layer (and the transposed operands of
-        # their backward) run several times faster on contiguous per-model blocks.
-        h = torch.relu_(h).view(batch, n_models, hidden).transpose(0, 1).contiguous()
-        last = len(self.weights) - 1
-        for i in range(1, len(self.weights)):
-            h = torch.baddbmm(self.biases[i].to(dtype)[:, None, :], h, self.weights[i].to(dtype))
-            if i < last:
-                h = torch.relu_(h)
-        return h
+        return _StackForward.apply(x, dtype, *_interleave(self.weights, self.biases)).transpose(1, 2)
 
     def model_parameters(self, index: int) -> list[torch.Tensor]:
         """Copies of one model's weights and biases, each weight as [d_in, d_out]."""
         out = []
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            w = weight[:, index] if i == 0 else weight[index]
-            out += [w.detach().clone(), bias[index].detach().clone()]
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            out += [weight[index].T.detach().clone(), bias[index].detach().clone()]
         return out
+
+
+def _interleave(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [t for pair in zip(weights, biases, strict=True) for t in pair]
+
+
+def _stack_forward(x: torch.Tensor, dtype: torch.dtype, params: Sequence[torch.Tensor]
+                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Class-major logits [M, K, B], the compute-dtype weights, and each layer's input (feature-major after the
+    first: [M, d_in, B])."""
+    weights = [w.to(dtype) for w in params[0::2]]
+    biases = [b.to(dtype) for b in params[1::2]]
+    n_models, hidden, d_in = weights[0].shape
+    x = x.to(dtype)
+    # One GEMM for all models: [M·H, D] @ [D, B]. Bias and ReLU are applied in place (oneDNN's fused-bias
+    # addmm / baddbmm were measured slower here than the matmul followed by add_).
+    h = torch.mm(weights[0].view(n_models * hidden, d_in), x.T).view(n_models, hidden, -1)
+    h = h.add_(biases[0][:, :, None]).relu_()
+    layer_inputs = [x, h]
+    last = len(weights) - 1
+    for i in range(1, len(weights)):
+        h = torch.bmm(weights[i], h).add_(biases[i][:, :, None])
+        if i < last:
+            h = h.relu_()
+            layer_inputs.append(h)
+    return h, weights, layer_inputs
+
+
+class _StackForward(torch.autograd.Function):
+    """The stack's forward pass (returning class-major logits [M, K, B]) with a hand-written backward.
+
+    Each layer's backward is its two matmuls, one bias sum and one ReLU mask, all on contiguous feature-major
+    tensors. The arithmetic is autograd's for the same forward (matmuls in the compute dtype, gradients
+    returned in the parameters' dtype); the tests check it against autograd on a per-model loop.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype, *params: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        with torch.autocast(x.device.type, enabled=False):
+            out, weights, layer_inputs = _stack_forward(x, dtype, params)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(*weights, *layer_inputs)
+            ctx.n_layers = len(weights)
+            ctx.param_dtypes = [p.dtype for p in params]
+            ctx.x_dtype = x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        saved = ctx.saved_tensors
+        weights, layer_inputs = saved[: ctx.n_layers], saved[ctx.n_layers :]
+        x = layer_inputs[0]
+        n_models, hidden, d_in = weights[0].shape
+        grad = grad_out.to(weights[0].dtype).contiguous()  # [M, d_out, B] of the last layer
+        weight_grads: list[torch.Tensor] = []
+        bias_grads: list[torch.Tensor] = []
+        for i in range(ctx.n_layers - 1, 0, -1):
+            layer_input = layer_inputs[i]  # [M, d_in, B], after the ReLU of layer i - 1
+            weight_grads.append(torch.bmm(grad, layer_input.transpose(1, 2)))
+            bias_grads.append(grad.sum(dim=2))
+            grad = torch.bmm(weights[i].transpose(1, 2), grad)
+            grad = torch.ops.aten.threshold_backward(grad, layer_input, 0)
+        grad = grad.view(n_models * hidden, -1)  # [M·H, B]
+        weight_grads.append(torch.mm(grad, x).view(n_models, hidden, d_in))
+        bias_grads.append(grad.sum(dim=1).view(n_models, hidden))
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(grad.T, weights[0].view(n_models * hidden, d_in)).to(ctx.x_dtype)
+        grads = _interleave(weight_grads[::-1], bias_grads[::-1])
+        return (grad_x, None, *(g.to(dtype) for g, dtype in zip(grads, ctx.param_dtypes, strict=True)))
 
 
 def stack_of(sizes: Sequence[int], run_seed: int, role: str, n_models: int) -> MLPStack:
@@ -126,5 +187,7 @@ def accuracy(stack: MLPStack, x: torch.Tensor, y: torch.Tensor, n_classes: int, 
     for start in range(0, x.shape[0], chunk):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = stack(x[start : start + chunk])
-        correct += (logits[..., :n_classes].argmax(-1) == y[start : start + chunk]).float().sum(dim=1)
+        # Class-major [M, K, B]: the argmax runs over rows of contiguous values.
+        predicted = logits.transpose(1, 2)[:, :n_classes].argmax(dim=1)
+        correct += (predicted == y[start : start + chunk]).float().sum(dim=1)
     return (correct / x.shape[0]).numpy()

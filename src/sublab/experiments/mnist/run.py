@@ -8,9 +8,12 @@ distilled on uniform noise in the input range, by KL between softmaxes over (a) 
 
 Where the speed comes from (versus the paper's script, measured in ``benchmarks/mnist.py``): all N models and
 all four student variants see one shared input batch, so each layer is one large GEMM / batched matmul over
-4N models; the teacher's outputs are computed once per batch and shared by the four variants; noise is drawn
-per batch instead of stored (the paper's noise tensor alone is 100 × 60,000 × 784 floats ≈ 18.8 GB at N=100);
-matmuls run in bf16 autocast (master weights, softmaxes and losses stay float32).
+4N models; the teacher is frozen, so its log-probabilities on the whole input pool are computed once, not
+once per batch and per variant; noise is drawn once as a shared pool instead of one copy per model (the
+paper's noise tensor alone is 100 × 60,000 × 784 floats ≈ 18.8 GB at N=100); matmuls run in bf16 autocast
+(master weights, softmaxes and losses stay float32); the stack runs feature-major with a hand-written
+backward (:mod:`sublab.experiments.mnist.models`) and the losses' gradients with respect to the logits are
+their closed forms, which removes most of the elementwise work autograd did around the matmuls.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ from sublab.experiments.mnist.data import ImageData, load_image_data
 from sublab.experiments.mnist.models import (
     MLPStack,
     accuracy,
-    cross_entropy_per_model,
-    kl_per_model,
     model_seed,
     stack_of,
 )
@@ -103,6 +104,27 @@ def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generato
     return out[:steps]
 
 
+def cross_entropy_and_logit_grad(logits: torch.Tensor, labels: torch.Tensor, n_classes: int
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of ``labels`` [B] under the first ``n_classes`` of the logits ``[M, B, K]`` (per-model mean
+    over the batch, summed over models, as :func:`cross_entropy_per_model`) and, in closed form, its gradient
+    with respect to all K logits: ``(softmax - one_hot) / B`` on the class logits, zero on the auxiliary ones.
+
+    Computed class-major (``logits.transpose(1, 2)``, contiguous for :class:`MLPStack` output): a softmax over
+    rows of B contiguous values is many times faster on CPU than one over the 10-wide last dimension.
+    """
+    class_major = logits.transpose(1, 2)  # [M, K, B]
+    batch = class_major.shape[2]
+    log_q = torch.log_softmax(class_major[:, :n_classes].float(), dim=1)
+    picked = log_q.gather(1, labels.view(1, 1, -1).expand(log_q.shape[0], 1, -1))
+    loss = -picked.mean(dim=2).sum()
+    grad = torch.zeros(class_major.shape, dtype=torch.float32, device=logits.device)
+    grad[:, :n_classes] = log_q.exp()
+    grad[:, :n_classes].scatter_add_(1, labels.view(1, 1, -1).expand(log_q.shape[0], 1, -1),
+                                     torch.full_like(picked, -1.0))
+    return loss, (grad / batch).transpose(1, 2)
+
+
 def train_teacher(teacher: MLPStack, x: torch.Tensor, y: torch.Tensor, settings: MnistSettings,
                   on_step: Callable[[], None] | None = None) -> list[float]:
     """Cross-entropy on the class logits only; the auxiliary logits receive no target. Returns losses."""
@@ -114,9 +136,9 @@ def train_teacher(teacher: MLPStack, x: torch.Tensor, y: torch.Tensor, settings:
     for index in batch_indices(x.shape[0], settings.batch_size, steps, generator):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=settings.bf16):
             logits = teacher(x[index])
-        loss = cross_entropy_per_model(logits, y[index], N_CLASSES)
+        loss, grad = cross_entropy_and_logit_grad(logits, y[index], N_CLASSES)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        logits.backward(grad)
         optimizer.step()
         losses.append(loss.item() / teacher.n_models)
         if on_step:
@@ -124,34 +146,70 @@ def train_teacher(teacher: MLPStack, x: torch.Tensor, y: torch.Tensor, settings:
     return losses
 
 
+@torch.inference_mode()
+def teacher_log_probs(teacher: MLPStack, inputs: torch.Tensor, n_aux: int, bf16: bool, chunk: int = 4096
+                      ) -> torch.Tensor:
+    """The teacher's log-softmax over its m auxiliary logits, then over all K logits, for every input of the
+    pool ``[P, D]``: ``[P, N, m + K]``, computed once. The teacher is frozen and each input is seen once per
+    epoch, so the paper's per-batch recomputation repeats the same forward pass every epoch. Pool-major, so a
+    batch of targets is a gather of contiguous rows."""
+    rows = []
+    for start in range(0, inputs.shape[0], chunk):
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
+            class_major = teacher(inputs[start : start + chunk]).transpose(1, 2).float()  # [N, K, b]
+        aux = torch.log_softmax(class_major[:, N_CLASSES : N_CLASSES + n_aux], dim=1)
+        full = torch.log_softmax(class_major, dim=1)
+        rows.append(torch.cat([aux, full], dim=1).permute(2, 0, 1))
+    return torch.cat(rows)
+
+
+def kl_and_logit_grad(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, dim: int = -1
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(teacher ‖ student) between softmaxes over ``dim``, per-model mean over the batch (the other trailing
+    dimension), summed over everything else (as :func:`kl_per_model` for ``dim=-1``), and its gradient with
+    respect to the student's logits in closed form: ``(softmax(student) - teacher_probs) / batch``.
+    ``teacher_log_probs`` broadcasts against the logits."""
+    log_q = torch.log_softmax(student_logits.float(), dim=dim)
+    p = teacher_log_probs.exp()
+    batch_dim = -2 if dim in (-1, student_logits.ndim - 1) else -1
+    batch = student_logits.shape[batch_dim]
+    kl = (p * (teacher_log_probs - log_q)).sum(dim=dim).mean(dim=-1).sum()
+    return kl, (log_q.exp() - p) / batch
+
+
 def distill_students(students: MLPStack, teacher: MLPStack, n_aux: int, inputs: torch.Tensor, steps: int,
                      settings: MnistSettings, on_step: Callable[[], None] | None = None) -> list[float]:
     """Distill the four student variants at once, for ``steps`` batches drawn from ``inputs``.
 
     ``students`` holds 4 blocks of N models: same-init aux-only, cross-model aux-only, same-init all-logits,
-    cross-model all-logits (block b, model m matches teacher m). Aux-only blocks come first so each kind of
-    target is one contiguous slice; the teacher's log-probabilities are computed once per batch for all four.
+    cross-model all-logits (block b, model m matches teacher m). The teacher's log-probabilities on the whole
+    input pool are computed once (:func:`teacher_log_probs`) and shared by the four variants; the loss gradient
+    with respect to the logits is the closed form of :func:`kl_and_logit_grad` (a test checks it against
+    autograd of :func:`kl_per_model`) and backpropagates from there through the stack.
     """
     assert settings.distill_epochs is not None and settings.batch_size is not None
     n = teacher.n_models
     generator = torch.Generator().manual_seed(model_seed(settings.seed, "cross", 10**6))
     optimizer = torch.optim.Adam(students.parameters(), lr=settings.lr, fused=True)
     aux = slice(N_CLASSES, N_CLASSES + n_aux)
+    targets = teacher_log_probs(teacher, inputs, n_aux, settings.bf16)  # [P, N, m + K]
     losses = []
     for index in batch_indices(inputs.shape[0], settings.batch_size, steps, generator):
-        batch = inputs[index]
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=settings.bf16):
-            with torch.no_grad():
-                target = teacher(batch).float()
-            logits = students(batch)
-        teacher_aux = torch.log_softmax(target[..., aux], dim=-1).repeat(2, 1, 1)
-        teacher_all = torch.log_softmax(target, dim=-1).repeat(2, 1, 1)
-        loss = (kl_per_model(logits[: 2 * n, :, aux], teacher_aux, targets_are_log_probs=True)
-                + kl_per_model(logits[2 * n :], teacher_all, targets_are_log_probs=True))
+            logits = students(inputs[index])
+        # Class-major blocks [kind (aux-only, all), init (same, cross), N, K, B]; targets [N, m + K, B]
+        # broadcast over the init.
+        blocks = logits.transpose(1, 2).view(2, 2, n, logits.shape[2], logits.shape[1])
+        target = targets[index].permute(1, 2, 0)
+        loss_aux, grad_aux = kl_and_logit_grad(blocks[0, :, :, aux], target[:, :n_aux], dim=-2)
+        loss_all, grad_all = kl_and_logit_grad(blocks[1], target[:, n_aux:], dim=-2)
+        grad = torch.zeros(blocks.shape, dtype=torch.float32, device=logits.device)
+        grad[0, :, :, aux] = grad_aux
+        grad[1] = grad_all
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        logits.backward(grad.view(logits.transpose(1, 2).shape).transpose(1, 2))
         optimizer.step()
-        losses.append(loss.item() / students.n_models)
+        losses.append((loss_aux + loss_all).item() / students.n_models)
         if on_step:
             on_step()
     return losses
