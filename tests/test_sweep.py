@@ -152,6 +152,55 @@ def test_a_sweep_killed_halfway_resumes_and_runs_no_cell_twice(tmp_path):
     assert read_json(tmp_path / "cells" / cells[2].id / "status.json")["attempt"] == 2
 
 
+def sleeping_cell(config, cell_dir, sign_key=None):
+    """A scripted cell that records its process id and then works (sleeps) far longer than any test waits."""
+    import time
+
+    (Path(cell_dir) / "pid").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_killing_the_driver_stops_its_local_workers(tmp_path):
+    """A driver stopped by SIGTERM (kill, a job scheduler) takes its pool worker with it: no cell trains on."""
+    import time
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from test_sweep import make_sweep, sleeping_cell
+        from sublab.experiments.sweep import run_sweep
+        from sublab.experiments.sweep_config import ExecutorSettings
+        sweep, base, cells = make_sweep(traits=("owl",), seeds=(0,))
+        run_sweep(sweep, base, cells, {str(tmp_path)!r}, executor=ExecutorSettings(kind="local", workers=1),
+                  cell_fn=sleeping_cell)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("cells/*/pid")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (pid_file,) = tmp_path.glob("cells/*/pid")
+        worker = int(pid_file.read_text())
+        os.kill(driver.pid, signal.SIGTERM)  # the driver only, not its process group
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its driver")
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert [row.state for row in sweep_status(tmp_path)] == ["interrupted", "pending"]
+
+
 def test_a_failed_cell_is_recorded_and_rerun(tmp_path):
     sweep, base, cells = make_sweep(seeds=(0,))
     outcome = run_sweep(sweep, base, cells, tmp_path, executor=INLINE, cell_fn=failing_for_eagle)

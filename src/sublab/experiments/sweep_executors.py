@@ -8,6 +8,11 @@ strings), so it pickles for every back end.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +53,8 @@ def run_local(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn |
 
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch threads
     with ProcessPoolExecutor(max_workers=min(settings.workers, len(folders)), mp_context=context,
-                             max_tasks_per_child=1) as pool:
+                             max_tasks_per_child=1, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(execute_cell, str(f), cell_fn, settings.torch_threads, sign_key): f for f in folders}
         for future in as_completed(futures):
             try:
@@ -57,6 +63,21 @@ def run_local(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn |
                 pool.shutdown(cancel_futures=True)
                 raise SublabError(f"{out_dir}: a worker process died (out of memory?) while running "
                                   f"{futures[future].name}; rerun the same command to resume") from None
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Pool-worker initializer: on Linux, have the kernel send this process SIGTERM when the driver dies.
+
+    Without it, a driver stopped by SIGTERM or SIGKILL (``kill``, a job scheduler) left its worker training the
+    cell on: it kept the cell's lock and the CPU, and a rerun found the cell busy (seen on this machine).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    name = ctypes.util.find_library("c")
+    if name:
+        ctypes.CDLL(name).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the driver died before the request took effect
+        os._exit(1)
 
 
 def run_dask(folders: list[Path], settings: ExecutorSettings, cell_fn: CellFn | None, out_dir: Path,
