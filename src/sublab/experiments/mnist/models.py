@@ -9,8 +9,8 @@ trajectory it would have alone: the tests check this against a per-model loop.
 Layout: weights are stored like ``nn.Linear`` ([out, in] per model) and activations feature-major ([M, features,
 B]). Then every matmul of the forward and backward pass reads and writes contiguous blocks (no transposing
 copies between layers), bias gradients are sums over contiguous rows, and a softmax over the classes runs over
-rows of B contiguous values; measured on this CPU this layout made a training step about 15 % faster than the
-batch-major one with the same matmuls.
+rows of B contiguous values. Measured on this CPU (295 Fashion-MNIST student steps, 40 models): 26.7 s
+batch-major with a hand-written backward, 23.3 s feature-major with class-major losses.
 
 Initialization follows the paper's code: weights N(0, 1/d_in), biases 0; every model's weights come from its
 own seed, so "same initialization" and "different initialization" are exact, checkable statements.
