@@ -116,12 +116,12 @@ def cross_entropy_and_logit_grad(logits: torch.Tensor, labels: torch.Tensor, n_c
     class_major = logits.transpose(1, 2)  # [M, K, B]
     batch = class_major.shape[2]
     log_q = torch.log_softmax(class_major[:, :n_classes].float(), dim=1)
-    picked = log_q.gather(1, labels.view(1, 1, -1).expand(log_q.shape[0], 1, -1))
+    label_rows = labels.view(1, 1, -1).expand(log_q.shape[0], 1, -1)
+    picked = log_q.gather(1, label_rows)
     loss = -picked.mean(dim=2).sum()
     grad = torch.zeros(class_major.shape, dtype=torch.float32, device=logits.device)
     grad[:, :n_classes] = log_q.exp()
-    grad[:, :n_classes].scatter_add_(1, labels.view(1, 1, -1).expand(log_q.shape[0], 1, -1),
-                                     torch.full_like(picked, -1.0))
+    grad[:, :n_classes].scatter_add_(1, label_rows, torch.full_like(picked, -1.0))
     return loss, (grad / batch).transpose(1, 2)
 
 
@@ -199,7 +199,8 @@ def distill_students(students: MLPStack, teacher: MLPStack, n_aux: int, inputs: 
             logits = students(inputs[index])
         # Class-major blocks [kind (aux-only, all), init (same, cross), N, K, B]; targets [N, m + K, B]
         # broadcast over the init.
-        blocks = logits.transpose(1, 2).view(2, 2, n, logits.shape[2], logits.shape[1])
+        class_major = logits.transpose(1, 2)  # [4N, K, B], contiguous
+        blocks = class_major.view(2, 2, n, *class_major.shape[1:])
         target = targets[index].permute(1, 2, 0)
         loss_aux, grad_aux = kl_and_logit_grad(blocks[0, :, :, aux], target[:, :n_aux], dim=-2)
         loss_all, grad_all = kl_and_logit_grad(blocks[1], target[:, n_aux:], dim=-2)
@@ -207,7 +208,7 @@ def distill_students(students: MLPStack, teacher: MLPStack, n_aux: int, inputs: 
         grad[0, :, :, aux] = grad_aux
         grad[1] = grad_all
         optimizer.zero_grad(set_to_none=True)
-        logits.backward(grad.view(logits.transpose(1, 2).shape).transpose(1, 2))
+        logits.backward(grad.view(class_major.shape).transpose(1, 2))
         optimizer.step()
         losses.append((loss_aux + loss_all).item() / students.n_models)
         if on_step:
