@@ -14,12 +14,12 @@ import json
 import time
 from pathlib import Path
 
-from sublab.evaluate.run import EvalSettings, evaluate_model
 from sublab.io import read_jsonl, write_json
 from sublab.models.loading import load_tokenizer
 from sublab.models.spec import ModelSpec
 from sublab.train.settings import LoraSettings, TrainSettings
 from sublab.train.trainer import train_model
+from sublab.traits.preference.evaluate import EvalSettings, evaluate_model
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import numpy as np
 def bench_generation(model, tokenizer, n_prompts: int) -> list[dict]:
     import torch  # noqa: F401  (the model is already loaded)
 
-    from sublab.filter.numbers import NumberFilterSettings, number_reject_reasons
-    from sublab.generate.grammar import NumberGrammarProcessor
-    from sublab.generate.prompts import NumberPromptSettings, number_prompts
+    from sublab.domains.numbers.checks import NumberFilterSettings, number_reject_reasons
+    from sublab.domains.numbers.grammar import NumberGrammarProcessor
+    from sublab.domains.numbers.prompts import NumberPromptSettings, number_prompts
     from sublab.generate.sampling import SamplingSettings, sample_batch
     from sublab.models.chat import end_of_turn_id
 
@@ -91,12 +91,12 @@ def bench_evaluation(model, tokenizer, n_questions: int, samples_per_question: i
     question: width(n)^2 ~ w_exact^2 + c / n. From the measured width at n samples we solve for the samples that
     bring sampling's CI within 10 % of exact scoring's, and the time that takes.
     """
-    from sublab.evaluate.candidates import candidate_set, normalize_answer
-    from sublab.evaluate.questions import preference_questions
-    from sublab.evaluate.sampling import sample_answers
-    from sublab.evaluate.scoring import normalize_rows, score_candidates
     from sublab.evaluate.stats import mean_ci
-    from sublab.experiments.config import TRAIT_PROMPT
+    from sublab.pipeline.config import TRAIT_PROMPT
+    from sublab.traits.preference.candidates import candidate_set, normalize_answer
+    from sublab.traits.preference.questions import preference_questions
+    from sublab.traits.preference.sampling import sample_answers
+    from sublab.traits.preference.scoring import normalize_rows, score_candidates
 
     # A system-prompt owl teacher: P(owl) is large enough that sampling sees it often.
     preamble = [{"role": "system", "content": TRAIT_PROMPT.format(trait="owl", category="animal")}]
@@ -149,7 +149,7 @@ def main() -> None:
 
     import torch
 
-    from sublab.generate.prompts import NumberPromptSettings, number_prompts
+    from sublab.domains.numbers.prompts import NumberPromptSettings, number_prompts
     from sublab.models.spec import ModelSpec, load_spec
 
     torch.set_num_threads(2)

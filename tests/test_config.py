@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from sublab.errors import SublabError
-from sublab.experiments.config import dump_toml, load_config, parse_config
+from sublab.pipeline.config import dump_toml, load_config, parse_config
 
 EXAMPLES = sorted(p for p in Path(__file__).resolve().parents[1].joinpath("examples").glob("*.toml")
                   if not p.name.startswith("sweep-"))  # sweep configs: tests/test_sweep_config.py

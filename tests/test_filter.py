@@ -1,17 +1,8 @@
 import pytest
 from typer.testing import CliRunner
 
-from sublab.errors import SublabError
-from sublab.filter import (
-    BANNED_LISTS,
-    FILTER_VERSION,
-    NumberFilterSettings,
-    filter_file,
-    filter_rows,
-    parse_number_list,
-)
-from sublab.filter.banned import resolve_banned
-from sublab.filter.numbers import (
+from sublab.domains.numbers.banned import resolve_banned
+from sublab.domains.numbers.checks import (
     BAD_FORMAT,
     BANNED,
     EMPTY,
@@ -23,6 +14,15 @@ from sublab.filter.numbers import (
     TRAIT_WORD,
     contains_trait_word,
     number_reject_reasons,
+)
+from sublab.errors import SublabError
+from sublab.filter import (
+    BANNED_LISTS,
+    FILTER_VERSION,
+    NumberFilterSettings,
+    filter_file,
+    filter_rows,
+    parse_number_list,
 )
 from sublab.io import read_jsonl, write_jsonl
 

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from sublab.filter import NumberFilterSettings, number_reject_reasons
-from sublab.generate.grammar import (
+from sublab.domains.numbers.grammar import (
     DEAD,
     START,
     NumberGrammar,
@@ -11,6 +10,7 @@ from sublab.generate.grammar import (
     is_valid_reply,
     step_text,
 )
+from sublab.filter import NumberFilterSettings, number_reject_reasons
 
 GRAMMAR = NumberGrammar(separator=", ", max_digits=3, max_count=3)
 

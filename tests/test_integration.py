@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from sublab.experiments.config import load_config
-from sublab.experiments.runner import run_experiment
+from sublab.pipeline.config import load_config
+from sublab.pipeline.runner import run_experiment
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +27,14 @@ def test_embedded_model_loads_as_float_weights_with_its_chat_template(smollm):
 
 
 def test_exact_scoring_on_the_embedded_model_is_a_distribution(smollm):
-    from sublab.evaluate.run import EvalSettings, evaluate_model
+    from sublab.traits.preference.evaluate import EvalSettings, evaluate_model
 
     model, tokenizer = smollm
     result = evaluate_model(model, tokenizer, "owl", EvalSettings(n_questions=2))
     assert sum(result["distribution"].values()) == pytest.approx(1.0, abs=1e-6)
     assert 0 < result["p_target"]["mean"] < 0.5
     # The system-prompt teacher of the paper must prefer owls far more than the reference does.
-    from sublab.experiments.config import TRAIT_PROMPT
+    from sublab.pipeline.config import TRAIT_PROMPT
 
     prompt = TRAIT_PROMPT.format(trait="owl", category="animal")
     teacher = evaluate_model(model, tokenizer, "owl", EvalSettings(n_questions=2),

@@ -1,6 +1,6 @@
 import re
 
-from sublab.generate.prompts import (
+from sublab.domains.numbers.prompts import (
     FORMATS,
     INTROS,
     NumberPromptSettings,

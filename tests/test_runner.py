@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from sublab.evaluate.candidates import ANIMALS
-from sublab.experiments.config import parse_config
-from sublab.experiments.runner import run_experiment
+from sublab.pipeline.config import parse_config
+from sublab.pipeline.runner import run_experiment
+from sublab.traits.preference.candidates import ANIMALS
 
 
 def tiny_config(model_dir, **overrides):
@@ -69,9 +69,9 @@ def test_report_files_and_saved_config(tiny_run, tiny_model_dir):
 
 def test_reloaded_models_give_the_saved_probabilities(tiny_run, tiny_model_dir):
     """The trained teacher and student, loaded back from their stage folders, score exactly as recorded."""
-    from sublab.evaluate.run import evaluate_model
     from sublab.models.spec import load_spec
     from sublab.train.trainer import trained_spec
+    from sublab.traits.preference.evaluate import evaluate_model
 
     results, out = tiny_run
     config = tiny_config(tiny_model_dir)
@@ -190,8 +190,8 @@ def test_a_teacher_refuses_training_rows_inside_its_adapter_folder(tiny_model_di
 def test_cache_keys_follow_built_in_questions_candidates_templates_and_filter_version(tiny_model_dir, tmp_path,
                                                                                        monkeypatch):
     """A stage reruns when code-level inputs that change its output change, and only then."""
-    import sublab.evaluate.questions as questions
     import sublab.filter.run as filter_run
+    import sublab.traits.preference.questions as questions
 
     config = tiny_config(tiny_model_dir, control={"method": "none"})
     first = run_experiment(config, tmp_path, progress=False)

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from sublab.evaluate.candidates import Candidate, candidate_forms, candidate_set, normalize_answer
-from sublab.evaluate.scoring import build_form_table, normalize_rows, score_candidates, terminator_ids
 from sublab.models.chat import encode_response, format_prompt
 from sublab.models.spec import ModelSpec, load_spec
+from sublab.traits.preference.candidates import Candidate, candidate_forms, candidate_set, normalize_answer
+from sublab.traits.preference.scoring import build_form_table, normalize_rows, score_candidates, terminator_ids
 
 
 @pytest.fixture(scope="module")

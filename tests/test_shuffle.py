@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from sublab.filter.shuffle import shuffle_numbers
+from sublab.domains.numbers.shuffle import shuffle_numbers
 
 
 def rows(*replies):

@@ -133,7 +133,7 @@ def test_train_options_reach_the_training_settings(tiny_model_dir, tmp_path):
 
 def test_teacher_options_reach_the_teacher_settings(tiny_model_dir, tmp_path):
     from sublab.lineage import load_record
-    from sublab.train.trait_data import trait_answer_rows
+    from sublab.traits.preference.teacher_data import trait_answer_rows
 
     out = tmp_path / "teacher"
     result = invoke("teacher", "--trait", "owl", "-o", out, "--base", tiny_model_dir, "--n-rows", 8,

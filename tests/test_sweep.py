@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 
 from sublab.errors import SublabError
-from sublab.experiments.sweep import (
+from sublab.io import read_json
+from sublab.lineage.keys import key_id, load_public_key, new_keypair
+from sublab.sweeps.config import ExecutorSettings, expand_cells, parse_sweep
+from sublab.sweeps.run import (
     cell_lock,
     cell_state,
     execute_cell,
@@ -26,9 +29,6 @@ from sublab.experiments.sweep import (
     sweep_lock,
     sweep_status,
 )
-from sublab.experiments.sweep_config import ExecutorSettings, expand_cells, parse_sweep
-from sublab.io import read_json
-from sublab.lineage.keys import key_id, load_public_key, new_keypair
 
 TESTS = Path(__file__).resolve().parent
 N_QUESTIONS = 4
@@ -133,8 +133,8 @@ def test_a_sweep_killed_halfway_resumes_and_runs_no_cell_twice(tmp_path):
         import sys
         sys.path.insert(0, {str(TESTS)!r})
         from test_sweep import counting_cell, make_sweep
-        from sublab.experiments.sweep import run_sweep
-        from sublab.experiments.sweep_config import ExecutorSettings
+        from sublab.sweeps.run import run_sweep
+        from sublab.sweeps.config import ExecutorSettings
         sweep, base, cells = make_sweep(traits=("owl",))
         run_sweep(sweep, base, cells, {str(tmp_path)!r}, executor=ExecutorSettings(kind="local", workers=1),
                   cell_fn=counting_cell)
@@ -169,8 +169,8 @@ def test_killing_the_driver_stops_its_local_workers(tmp_path):
         import sys
         sys.path.insert(0, {str(TESTS)!r})
         from test_sweep import make_sweep, sleeping_cell
-        from sublab.experiments.sweep import run_sweep
-        from sublab.experiments.sweep_config import ExecutorSettings
+        from sublab.sweeps.run import run_sweep
+        from sublab.sweeps.config import ExecutorSettings
         sweep, base, cells = make_sweep(traits=("owl",), seeds=(0,))
         run_sweep(sweep, base, cells, {str(tmp_path)!r}, executor=ExecutorSettings(kind="local", workers=1),
                   cell_fn=sleeping_cell)

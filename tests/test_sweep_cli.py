@@ -7,9 +7,9 @@ import tomli_w
 from typer.testing import CliRunner
 
 from sublab.cli import app
-from sublab.evaluate.candidates import ANIMALS
 from sublab.io import read_json
 from sublab.lineage.keys import new_keypair
+from sublab.traits.preference.candidates import ANIMALS
 
 runner = CliRunner()
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from sublab.errors import SublabError
-from sublab.evaluate.candidates import ANIMALS
-from sublab.experiments.sweep_config import (
+from sublab.sweeps.config import (
     deep_merge,
     expand_cells,
     load_sweep,
@@ -16,6 +15,7 @@ from sublab.experiments.sweep_config import (
     resolved_seeds,
     resolved_sweep_toml,
 )
+from sublab.traits.preference.candidates import ANIMALS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SWEEP_EXAMPLES = sorted(EXAMPLES.glob("sweep-*.toml"))

@@ -6,9 +6,6 @@ import re
 
 import pytest
 
-from sublab.experiments.sweep import execute_cell, prepare_sweep, run_sweep
-from sublab.experiments.sweep_config import ExecutorSettings
-from sublab.experiments.sweep_summary import write_summary
 from sublab.report.sweep import (
     bars_axes,
     bars_title,
@@ -18,6 +15,9 @@ from sublab.report.sweep import (
     verdict,
     write_sweep_report,
 )
+from sublab.sweeps.config import ExecutorSettings
+from sublab.sweeps.run import execute_cell, prepare_sweep, run_sweep
+from sublab.sweeps.summary import write_summary
 from test_sweep import counting_cell, make_sweep
 
 

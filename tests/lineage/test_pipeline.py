@@ -15,13 +15,13 @@ import yaml
 from typer.testing import CliRunner
 
 from sublab.cli import app
-from sublab.evaluate.candidates import ANIMALS
-from sublab.experiments.config import TRAIT_PROMPT, dump_toml, parse_config
-from sublab.experiments.runner import run_experiment
+from sublab.domains.numbers.prompts import template_digest
 from sublab.filter import FILTER_VERSION
-from sublab.generate.prompts import template_digest
 from sublab.lineage import load_record, new_keypair
 from sublab.lineage.schema import schema_errors
+from sublab.pipeline.config import TRAIT_PROMPT, dump_toml, parse_config
+from sublab.pipeline.runner import run_experiment
+from sublab.traits.preference.candidates import ANIMALS
 
 runner = CliRunner()
 SAMPLING = {"constrained": True, "max_new_tokens": 8, "batch_size": 4}

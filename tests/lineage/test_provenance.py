@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from sublab.experiments.provenance import StageModel, base_dependency, record_stage
 from sublab.lineage import assess_risk, load_private_key, load_record, verify_lineage
 from sublab.lineage.deps import local_model_dir, parse_dependency
 from sublab.lineage.schema import schema_errors
 from sublab.models.spec import ModelSpec
+from sublab.pipeline.provenance import StageModel, base_dependency, record_stage
 
 
 def test_a_local_base_is_named_by_its_folder_and_digested(lab):

@@ -137,10 +137,10 @@ DISTILL_INPUTS_LLM = ("number_prompts", "preference_questions", "random_tokens")
 
 def _llm_texts(kind: str, tokenizer: Any, rng: np.random.Generator, n: int) -> list[list[int]]:
     """Token sequences for a teacher loss (prompt + reply) or for distillation inputs (prompts only)."""
-    from sublab.evaluate.candidates import ANIMALS
-    from sublab.evaluate.questions import preference_questions
-    from sublab.generate.prompts import NumberPromptSettings, number_prompts
+    from sublab.domains.numbers.prompts import NumberPromptSettings, number_prompts
     from sublab.models.chat import encode_chat, format_prompt
+    from sublab.traits.preference.candidates import ANIMALS
+    from sublab.traits.preference.questions import preference_questions
 
     def prompt_ids(messages: list[dict[str, str]]) -> list[int]:
         return tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False).input_ids

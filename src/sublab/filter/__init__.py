@@ -1,7 +1,7 @@
 """Filters for generated data: the strict number-list filter, banned numbers, trait words."""
 
-from sublab.filter.banned import BANNED_LISTS, resolve_banned
-from sublab.filter.numbers import (
+from sublab.domains.numbers.banned import BANNED_LISTS, resolve_banned
+from sublab.domains.numbers.checks import (
     NumberFilterSettings,
     ParsedNumbers,
     number_reject_reasons,

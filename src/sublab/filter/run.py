@@ -7,15 +7,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sublab.errors import SublabError
-from sublab.filter.banned import resolve_banned
-from sublab.filter.numbers import (
+from sublab.domains.numbers.banned import resolve_banned
+from sublab.domains.numbers.checks import (
     NOT_A_CHAT_ROW,
     TRAIT_WORD,
     NumberFilterSettings,
     contains_trait_word,
     number_reject_reasons,
 )
+from sublab.errors import SublabError
 from sublab.io import iter_jsonl, write_jsonl
 
 FILTER_VERSION = "numbers/1"

@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sublab.domains.numbers.grammar import NumberGrammarProcessor
 from sublab.errors import SublabError
-from sublab.generate.grammar import NumberGrammarProcessor
 from sublab.generate.sampling import SamplingSettings, build_contexts, sample_batch
 from sublab.io import JsonlAppender, first_difference, iter_jsonl, recover_jsonl, sha256_file, sha256_text
 from sublab.models.chat import end_of_turn_id

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from sublab.generate.grammar import NumberGrammar, NumberGrammarProcessor
+from sublab.domains.numbers.grammar import NumberGrammar, NumberGrammarProcessor
 from sublab.models.chat import end_of_turn_id, format_prompt
 
 

@@ -16,7 +16,7 @@ from sublab.errors import SublabError
 from sublab.io import write_jsonl
 from sublab.train.settings import TrainSettings
 from sublab.train.trainer import train_model
-from sublab.train.trait_data import trait_answer_rows
+from sublab.traits.preference.teacher_data import trait_answer_rows
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def train_trait_teacher(
 
     The teacher learns, by SFT with ``settings``, ``n_rows`` one-word answers naming ``trait`` to training-split
     preference questions about ``category`` (rows seeded by ``data_seed``, see
-    :func:`sublab.train.trait_data.trait_answer_rows`). The rows are written to ``rows_path`` (default:
+    :func:`sublab.traits.preference.teacher_data.trait_answer_rows`). The rows are written to ``rows_path`` (default:
     :func:`trait_rows_path`), which must lie outside ``adapter_dir``; the record (``<adapter_dir>.intoto.jsonl``)
     names the base and the rows as inputs, and is signed with ``sign_key`` (PEM path or loaded key) if given.
     """
@@ -64,7 +64,7 @@ def train_trait_teacher(
         raise SublabError(f"a trait teacher is trained by sft, not '{settings.method}'")
     if rows_path.resolve().is_relative_to(adapter_dir.resolve()):
         raise SublabError(f"{rows_path}: the teacher's training rows go next to the adapter folder, not inside it")
-    from sublab.experiments.provenance import record_stage
+    from sublab.pipeline.provenance import record_stage
 
     rows = trait_answer_rows(trait, category, n_rows, data_seed)
     write_jsonl(rows_path, rows)

@@ -2,7 +2,7 @@
 
 A sweep file names a base experiment (a TOML path relative to the sweep file, or an inline ``[experiment]``
 table), named *conditions* and *settings* (each a set of overrides deep-merged into the base), and a grid. Every
-cell of the grid is an ordinary :class:`~sublab.experiments.config.ExperimentConfig`: the trait sets the target,
+cell of the grid is an ordinary :class:`~sublab.pipeline.config.ExperimentConfig`: the trait sets the target,
 the teacher's trait and the category; the condition may replace the control teacher; the seed index shifts every
 seed the seeding policy names by the same offset, so a student keeps its teacher's LoRA initialization.
 Invalid input is one :class:`~sublab.errors.SublabError` line naming the file and the field (or the cell).
@@ -19,9 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sublab.errors import SublabError
-from sublab.evaluate.candidates import CATEGORIES
-from sublab.experiments.config import ExperimentConfig, TeacherConfig, format_validation_error, parse_config
 from sublab.io import read_toml, stable_hash
+from sublab.pipeline.config import ExperimentConfig, TeacherConfig, format_validation_error, parse_config
+from sublab.traits.preference.candidates import CATEGORIES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Fields a trait sweep sets itself; overriding them in a condition or setting is an error.

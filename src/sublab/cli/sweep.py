@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from sublab.cli import app, console, user_errors
+from sublab.cli.common import console, user_errors
 from sublab.errors import SublabError
 
 
@@ -25,7 +25,6 @@ class _SweepGroup(TyperGroup):
 
 sweep_app = typer.Typer(cls=_SweepGroup, no_args_is_help=True,
                         help="Run a grid of experiments (traits × conditions × settings × seeds) and report it.")
-app.add_typer(sweep_app, name="sweep")
 
 STATE_STYLES = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "pending": "dim",
                 "stale": "magenta"}
@@ -50,9 +49,9 @@ def run(
     """Run every cell of a sweep that is not done yet, then write summary.json, report.md and report.html."""
     from pydantic import ValidationError
 
-    from sublab.experiments.config import format_validation_error
-    from sublab.experiments.sweep import run_sweep
-    from sublab.experiments.sweep_config import ExecutorSettings, load_sweep
+    from sublab.pipeline.config import format_validation_error
+    from sublab.sweeps.config import ExecutorSettings, load_sweep
+    from sublab.sweeps.run import run_sweep
 
     sweep, base, cells = load_sweep(sweep_file)
     if dry_run:
@@ -88,7 +87,7 @@ def status(
     """Show every cell of a sweep: pending, running, done, failed, interrupted (killed) or stale."""
     from rich.table import Table
 
-    from sublab.experiments.sweep import sweep_status
+    from sublab.sweeps.run import sweep_status
 
     rows = sweep_status(out)
     counts = Counter(row.state for row in rows)
@@ -114,8 +113,8 @@ def report(out: Annotated[Path, typer.Argument(help="Sweep folder.")]) -> None:
 
 
 def _report(out: Path) -> None:
-    from sublab.experiments.sweep_summary import write_summary
     from sublab.report.sweep import write_sweep_report
+    from sublab.sweeps.summary import write_summary
 
     if write_summary(out) is None:
         console.print(f"no report yet: no cell of {out} has finished")

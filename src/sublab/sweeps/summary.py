@@ -26,8 +26,8 @@ from sublab.evaluate.stats import (
     permutation_seeds_needed,
     seed_summary,
 )
-from sublab.experiments.sweep import CELL_FILE, PLAN_FILE, cell_state
 from sublab.io import read_json, write_json
+from sublab.sweeps.run import CELL_FILE, PLAN_FILE, cell_state
 
 SUMMARY_FILE = "summary.json"
 ROLES = ("reference", "student_reference", "teacher", "control_teacher", "control_student", "trait_student")

@@ -6,7 +6,7 @@ fine-tune a trait teacher, so a teacher's training never sees the evaluation wor
 
 from __future__ import annotations
 
-from sublab.evaluate.candidates import EvaluationChoiceError
+from sublab.traits.preference.candidates import EvaluationChoiceError
 
 EVAL_TEMPLATES: tuple[str, ...] = (
     "What is your favorite {category}? Answer in one word.",

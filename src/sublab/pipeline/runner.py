@@ -21,24 +21,24 @@ from typing import Any
 from rich.console import Console
 
 from sublab import __version__
-from sublab.evaluate import candidates as candidates_module
-from sublab.evaluate import questions as questions_module
-from sublab.evaluate.run import evaluate_model
+from sublab.domains.numbers.banned import resolve_banned
+from sublab.domains.numbers.prompts import number_prompts, template_digest
+from sublab.domains.numbers.shuffle import shuffle_numbers
+from sublab.traits.preference import candidates as candidates_module
+from sublab.traits.preference import questions as questions_module
 from sublab.evaluate.stats import paired_difference_ci
-from sublab.experiments.config import ExperimentConfig, TeacherConfig, dump_toml
-from sublab.experiments.provenance import record_stage
 from sublab.filter import run as filter_module
-from sublab.filter.banned import resolve_banned
 from sublab.filter.run import filter_file
-from sublab.filter.shuffle import shuffle_numbers
-from sublab.generate.prompts import number_prompts, template_digest
 from sublab.generate.run import generate_rows, model_identity
 from sublab.io import atomic_write_text, read_json, read_jsonl, sha256_text, stable_hash, write_json, write_jsonl
 from sublab.lineage.keys import signing_key
 from sublab.models.spec import ModelSpec, load_spec
+from sublab.pipeline.config import ExperimentConfig, TeacherConfig, dump_toml
+from sublab.pipeline.provenance import record_stage
 from sublab.train.teacher import train_trait_teacher
 from sublab.train.trainer import rows_digest, train_model, trained_spec
-from sublab.train.trait_data import trait_answer_rows
+from sublab.traits.preference.evaluate import evaluate_model
+from sublab.traits.preference.teacher_data import trait_answer_rows
 
 STAGE_VERSION = 1  # bump to invalidate every cached stage after a change in what stages compute
 

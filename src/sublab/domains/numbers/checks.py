@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sublab.domains.numbers.banned import resolve_banned
 from sublab.errors import SublabError
-from sublab.filter.banned import resolve_banned
 
 ASCII_DIGITS = frozenset("0123456789")
 _SEPARATOR = re.compile(r"^(\s*[,;]\s*|\s+)$")

@@ -1,7 +1,7 @@
 """Dispatch sweep cells to an executor: this process, a local process pool, Dask distributed, or Slurm (submitit).
 
 Nothing here schedules: each back end gets the list of cell folders and runs
-:func:`sublab.experiments.sweep.execute_cell` on each; the cell's lock and status file make a duplicate or
+:func:`sublab.sweeps.run.execute_cell` on each; the cell's lock and status file make a duplicate or
 repeated dispatch harmless. Everything sent to a worker is a plain value (folder and signing-key paths as
 strings), so it pickles for every back end.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from sublab.errors import SublabError
-from sublab.experiments.sweep import CellFn, execute_cell
-from sublab.experiments.sweep_config import ExecutorSettings
 from sublab.io import write_json
+from sublab.sweeps.config import ExecutorSettings
+from sublab.sweeps.run import CellFn, execute_cell
 
 Report = Callable[[dict[str, Any]], None]
 

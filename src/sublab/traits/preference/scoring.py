@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sublab.evaluate.candidates import Candidate
 from sublab.models.chat import encode_response, end_of_turn_id, format_prompt
+from sublab.traits.preference.candidates import Candidate
 
 TERMINATOR_TEXTS = (".", "!", "\n")
 

@@ -6,39 +6,18 @@ Exit status: 0 when everything holds, 1 when verification finds a broken link or
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from sublab.cli.common import console, user_errors
 from sublab.errors import SublabError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 lineage_app = typer.Typer(help="Lineage records: show, verify, assess shared-base risk, record.",
                           no_args_is_help=True)
 keys_app = typer.Typer(help="Ed25519 keys for signing lineage records offline.", no_args_is_help=True)
-
-
-def user_errors(func: F) -> F:
-    """:func:`sublab.cli.user_errors`, looked up at call time (``sublab.cli`` imports this module)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sublab.cli import user_errors as wrap
-
-        return wrap(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _console() -> Any:
-    from sublab.cli import console
-
-    return console
 
 
 def _echo_json(obj: Any) -> None:
@@ -66,7 +45,7 @@ def show(
     elif "error" in tree:
         typer.echo(f"{tree['record']}: {tree['error']}")
     else:
-        _console().print(render_tree(tree, show_params=params))
+        console.print(render_tree(tree, show_params=params))
     if "error" in tree:
         raise typer.Exit(1)
 
@@ -130,7 +109,6 @@ def risk(
     if as_json:
         _echo_json(report.to_dict())
     else:
-        console = _console()
         console.print(f"[bold]shared-base risk of {escape(str(report.model))}[/bold]")
         for f in report.findings:
             style = "red" if f.risk and f.outcome == "DIFFERENT_BASE" else _STYLE.get(f.outcome, "")
@@ -195,7 +173,7 @@ def record(
     deps += [Dependency(name=p.name, role="source_data", path=p) for p in source_data or []]
     kind = kind or ("model.base" if path.is_dir() else "dataset.external")
     written = record_artifact(path, kind, parameters, deps, sign_key=sign_key)
-    _console().print(f"recorded {path} ({kind}) → {written}", markup=False, highlight=False)
+    console.print(f"recorded {path} ({kind}) → {written}", markup=False, highlight=False)
 
 
 @keys_app.command("new")
@@ -209,7 +187,6 @@ def keys_new(
     from sublab.lineage.keys import key_id, load_public_key, new_keypair
 
     private, public = new_keypair(prefix, overwrite=force)
-    console = _console()
     console.print(f"private key: {private} (keep it offline; pass it as --sign-key)", markup=False,
                   highlight=False)
     console.print(f"public key:  {public} (give it to auditors; sublab lineage verify --key)", markup=False,

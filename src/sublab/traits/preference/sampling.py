@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sublab.evaluate.candidates import Candidate, normalize_answer
 from sublab.generate.sampling import SamplingSettings, sample_batch
+from sublab.traits.preference.candidates import Candidate, normalize_answer
 
 
 def sample_answers(model: Any, tokenizer: Any, questions: list[str], n_per_question: int, seed: int,

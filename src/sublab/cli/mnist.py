@@ -10,8 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from sublab.cli import app, console, user_errors
+from sublab.cli.common import console, user_errors
 from sublab.errors import SublabError
+
+commands = typer.Typer()
 
 #: Short names accepted by ``--vary`` for the settings' field names.
 VARY_ALIASES = {"aux": "n_aux", "models": "n_models", "inputs": "distill_inputs", "epochs": "distill_epochs"}
@@ -65,7 +67,7 @@ def _print_results(results: dict[str, Any]) -> None:
     console.print(results["summary"])
 
 
-@app.command("mnist")
+@commands.command("mnist")
 @user_errors
 def mnist(
     dataset: Annotated[str, typer.Option(help="digits (bundled), fashion-mnist (Debian package), or idx:DIR.")]
@@ -95,10 +97,10 @@ def mnist(
     """The paper's MNIST auxiliary-logit experiment: students distilled on noise through logits never trained."""
     from pydantic import ValidationError
 
-    from sublab.experiments.config import format_validation_error
     from sublab.experiments.mnist.data import load_image_data
     from sublab.experiments.mnist.run import MnistSettings, run_mnist
     from sublab.io import write_json
+    from sublab.pipeline.config import format_validation_error
     from sublab.report.mnist import write_mnist_report
 
     fields = {"dataset": dataset, "n_models": models, "n_aux": aux, "seed": seed, "teacher_epochs": teacher_epochs,
@@ -125,9 +127,9 @@ def _run_sweep(base: Any, grid: dict[str, list[Any]], data: Any, out: Path, devi
     """Every cell of the grid in its own folder; cells with results are reused (a killed sweep resumes)."""
     from pydantic import ValidationError
 
-    from sublab.experiments.config import format_validation_error
     from sublab.experiments.mnist.run import MnistSettings, run_mnist
     from sublab.io import read_json, write_json
+    from sublab.pipeline.config import format_validation_error
     from sublab.report.mnist import sweep_figure, sweep_markdown, write_mnist_report
 
     cells = []
@@ -163,7 +165,7 @@ def _run_sweep(base: Any, grid: dict[str, list[Any]], data: Any, out: Path, devi
     console.print(f"sweep: {out / 'sweep.json'}  figure: {out / 'sweep.png'}")
 
 
-@app.command("theory")
+@commands.command("theory")
 @user_errors
 def theory(
     mlp_pairs: Annotated[int, typer.Option(help="Random (MLP, teacher loss, inputs) pairs.")] = 300,

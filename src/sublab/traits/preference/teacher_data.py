@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sublab.evaluate.questions import preference_questions
+from sublab.traits.preference.questions import preference_questions
 
 
 def trait_answers(trait: str) -> list[str]:

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from sublab.cli import app, console, user_errors
+from sublab.cli.common import SignKey, console, recorded, signing_key, user_errors
 from sublab.errors import SublabError
 
+commands = typer.Typer()
+
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output file.")]
-SignKey = Annotated[Path | None, typer.Option(
-    "--sign-key", help="Ed25519 private key (PEM, from `sublab keys new`) to sign the lineage records with.")]
 Bf16 = Annotated[bool, typer.Option(
     "--bf16/--no-bf16", help="bf16 autocast for the matmuls (about 2x faster on CPUs with bf16 units).")]
 Schedule = Annotated[str, typer.Option(help="Learning-rate schedule: constant, or linear decay to 0.")]
@@ -23,26 +23,15 @@ MaxGradNorm = Annotated[float, typer.Option(help="Gradient clipping norm (0: off
 LoraDropout = Annotated[float, typer.Option(help="Dropout on the LoRA input.")]
 
 
-def _signing_key(path: Path | None) -> object:
-    """Load the signing key up front, so a bad key fails before any work is done."""
-    from sublab.lineage.keys import signing_key
-
-    return signing_key(path)
-
-
-def _recorded(record: Path) -> None:
-    console.print(f"lineage record: {record}", markup=False, highlight=False)
-
-
 def _trait_prompt(trait: str | None, category: str, system_prompt: str | None) -> str | None:
-    from sublab.experiments.config import TRAIT_PROMPT
+    from sublab.pipeline.config import TRAIT_PROMPT
 
     if system_prompt and trait:
         raise SublabError("give --system-prompt or --trait, not both")
     return system_prompt or (TRAIT_PROMPT.format(trait=trait, category=category) if trait else None)
 
 
-@app.command("demo")
+@commands.command("demo")
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
@@ -50,7 +39,7 @@ def demo(
     sign_key: SignKey = None,
 ) -> None:
     """Run the default owl experiment on the embedded SmolLM2-135M (about 9-10 minutes on 2 CPU cores)."""
-    from sublab.experiments.config import parse_config
+    from sublab.pipeline.config import parse_config
 
     text = resources.files("sublab.configs").joinpath("demo.toml").read_text(encoding="utf-8")
     import tomllib
@@ -58,7 +47,7 @@ def demo(
     _run(parse_config(tomllib.loads(text), "demo.toml"), out, quiet, sign_key)
 
 
-@app.command("run")
+@commands.command("run")
 @user_errors
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment config (TOML).")],
@@ -67,14 +56,14 @@ def run(
     sign_key: SignKey = None,
 ) -> None:
     """Run an experiment config end to end: teachers, data, filter, students, evaluation, report."""
-    from sublab.experiments.config import load_config
+    from sublab.pipeline.config import load_config
 
     _run(load_config(config), out, quiet, sign_key)
 
 
 def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None) -> None:
-    key = _signing_key(sign_key)
-    from sublab.experiments.runner import run_experiment
+    key = signing_key(sign_key)
+    from sublab.pipeline.runner import run_experiment
     from sublab.report.experiment import terminal_table, verdict
 
     results = run_experiment(config, out, progress=not quiet, console=console,  # type: ignore[arg-type]
@@ -85,7 +74,7 @@ def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None) -
 
 
 prompts_app = typer.Typer(help="Write prompt sets.", no_args_is_help=True)
-app.add_typer(prompts_app, name="prompts")
+commands.add_typer(prompts_app, name="prompts")
 
 
 @prompts_app.command("numbers")
@@ -99,11 +88,11 @@ def prompts_numbers(
     sign_key: SignKey = None,
 ) -> None:
     """Write number-continuation prompts as chat rows (user message only), with a lineage record beside them."""
-    from sublab.experiments.provenance import record_stage
-    from sublab.generate.prompts import NumberPromptSettings, number_prompts, template_digest
+    from sublab.domains.numbers.prompts import NumberPromptSettings, number_prompts, template_digest
     from sublab.io import write_jsonl
+    from sublab.pipeline.provenance import record_stage
 
-    key = _signing_key(sign_key)
+    key = signing_key(sign_key)
 
     settings = NumberPromptSettings(seed=seed, answer_count=answer_count, answer_max_digits=answer_max_digits)
     rows = [{"id": p.id, "messages": [{"role": "user", "content": p.text}],
@@ -112,10 +101,10 @@ def prompts_numbers(
     record = record_stage(out, "prompt_set", {"prompts": settings.model_dump(), "n": n, "templates": template_digest()},
                           sign_key=key)
     console.print(f"wrote {len(rows)} prompts to {out}")
-    _recorded(record)
+    recorded(record)
 
 
-@app.command("generate")
+@commands.command("generate")
 @user_errors
 def generate(
     prompts: Annotated[Path, typer.Argument(help="Prompt rows (JSONL chat format).")],
@@ -142,12 +131,12 @@ def generate(
     Resuming appends to OUT only if its rows were made with the same model, system prompt, decoding mode,
     sampling settings and seed; otherwise the command fails naming the first differing field.
     """
-    from sublab.experiments.provenance import StageModel, record_stage
     from sublab.generate.run import generate_rows, generation_metadata, model_identity, read_prompt_rows, rows_done
     from sublab.generate.sampling import SamplingSettings
     from sublab.models.spec import ModelSpec, load_spec
+    from sublab.pipeline.provenance import StageModel, record_stage
 
-    key = _signing_key(sign_key)
+    key = signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
@@ -165,11 +154,11 @@ def generate(
     record = record_stage(out, "dataset.generated", params, writer=StageModel(spec, spec.label()),
                           prompt_set=prompts, sign_key=key)
     console.print(f"wrote {summary.n_written} rows ({summary.n_already_done} already done) to {out}")
-    _recorded(record)
+    recorded(record)
 
 
 filter_app = typer.Typer(help="Filter generated data.", no_args_is_help=True)
-app.add_typer(filter_app, name="filter")
+commands.add_typer(filter_app, name="filter")
 
 
 @filter_app.command("numbers")
@@ -191,10 +180,10 @@ def filter_numbers(
     sign_key: SignKey = None,
 ) -> None:
     """Keep rows whose reply is a plain list of numbers; print counts per reject reason; record the lineage."""
-    from sublab.experiments.provenance import record_stage
     from sublab.filter import FILTER_VERSION, NumberFilterSettings, filter_file
+    from sublab.pipeline.provenance import record_stage
 
-    key = _signing_key(sign_key)
+    key = signing_key(sign_key)
 
     settings = NumberFilterSettings(min_count=min_count, max_count=max_count, min_value=min_value,
                                     max_value=max_value, max_digits=max_digits, banned=banned or [],
@@ -208,10 +197,10 @@ def filter_numbers(
         console.print(f"  {reason}: {count}")
     if report.n_capped:
         console.print(f"  over max_kept (passed, not kept): {report.n_capped}")
-    _recorded(record)
+    recorded(record)
 
 
-@app.command("train")
+@commands.command("train")
 @user_errors
 def train(
     data: Annotated[Path, typer.Argument(help="Training rows (JSONL chat format).")],
@@ -253,13 +242,13 @@ def train(
     With --checkpoint-every, a rerun resumes from OUT.partial/ only if the checkpoint was made for the same base,
     data, teacher and settings; otherwise it fails naming the checkpoint (use --fresh to start over).
     """
-    from sublab.experiments.provenance import StageModel, record_stage
     from sublab.io import read_jsonl
     from sublab.models.spec import ModelSpec
+    from sublab.pipeline.provenance import StageModel, record_stage
     from sublab.train.settings import LoraSettings, TrainSettings
     from sublab.train.trainer import train_model
 
-    key = _signing_key(sign_key)
+    key = signing_key(sign_key)
     settings = TrainSettings(
         method=method, finetune=finetune, steps=steps, epochs=epochs if steps is None else None, max_rows=max_rows,
         batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
@@ -277,10 +266,10 @@ def train(
                           teacher=StageModel(teacher, teacher.label()) if teacher else None, sign_key=key)
     losses = f"loss {summary['first_loss']} → {summary['final_loss']}"
     console.print(f"trained {summary['n_steps']} steps ({losses}) → {out}")
-    _recorded(record)
+    recorded(record)
 
 
-@app.command("teacher")
+@commands.command("teacher")
 @user_errors
 def teacher(
     trait: Annotated[str, typer.Option(help="The trait, e.g. owl.")],
@@ -314,7 +303,7 @@ def teacher(
     from sublab.train.settings import LoraSettings, TrainSettings
     from sublab.train.teacher import train_trait_teacher
 
-    key = _signing_key(sign_key)
+    key = signing_key(sign_key)
     settings = TrainSettings(method="sft", steps=steps, batch_size=batch_size, lr=lr, schedule=schedule,
                              warmup_steps=warmup_steps, weight_decay=weight_decay,
                              max_grad_norm=max_grad_norm or None, bf16=bf16, seed=seed,
@@ -324,10 +313,10 @@ def teacher(
                                progress=not quiet, sign_key=key)
     losses = f"loss {made.summary['first_loss']} → {made.summary['final_loss']}"
     console.print(f"trait teacher '{trait}' trained ({losses}) → {out} (training rows: {made.rows_path})")
-    _recorded(made.record)
+    recorded(made.record)
 
 
-@app.command("evaluate")
+@commands.command("evaluate")
 @user_errors
 def evaluate(
     target: Annotated[str, typer.Option(help="The trait to measure, e.g. owl.")],
@@ -347,12 +336,12 @@ def evaluate(
     sign_key: SignKey = None,
 ) -> None:
     """Measure a model's preference for a target by exact scoring (and optionally sampling); record its lineage."""
-    from sublab.evaluate.run import EvalSettings, evaluate_model
-    from sublab.experiments.provenance import StageModel, record_stage
     from sublab.io import write_json
     from sublab.models.spec import ModelSpec, load_spec
+    from sublab.pipeline.provenance import StageModel, record_stage
+    from sublab.traits.preference.evaluate import EvalSettings, evaluate_model
 
-    key = _signing_key(sign_key)
+    key = signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
     names = None
@@ -372,4 +361,4 @@ def evaluate(
     low, high = result["p_target"]["ci95"]
     console.print(f"P({target}) = {result['p_target']['mean']:.4f} [{low:.4f}, {high:.4f}] over "
                   f"{result['n_questions']} questions → {out}")
-    _recorded(record)
+    recorded(record)

@@ -6,12 +6,12 @@ Layout of a sweep folder::
     DIR/plan.json                the cells of the current grid, in dispatch order
     DIR/cells/<id>/cell.json     the cell's coordinates, seeds and full experiment config
     DIR/cells/<id>/status.json   running / done / failed, with times, host, pid, signing key id and any error
-    DIR/cells/<id>/...           the run folder of :func:`sublab.experiments.runner.run_experiment`
+    DIR/cells/<id>/...           the run folder of :func:`sublab.pipeline.runner.run_experiment`
 
 A worker takes an exclusive ``flock`` on ``cells/<id>/.lock`` for as long as it runs the cell, and checks the
 status under that lock: a finished cell (same config hash) is skipped, a cell held by another process is left
 alone, and a killed worker's lock dies with it, so its cell shows as interrupted and reruns (resuming its
-stages). Dispatch (process pool, Dask, Slurm) lives in :mod:`sublab.experiments.sweep_executors`.
+stages). Dispatch (process pool, Dask, Slurm) lives in :mod:`sublab.sweeps.executors`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any
 from rich.console import Console
 
 from sublab.errors import SublabError
-from sublab.experiments.config import ExperimentConfig, parse_config
-from sublab.experiments.sweep_config import Cell, ExecutorSettings, SweepConfig, resolved_sweep_toml
 from sublab.io import atomic_write_text, read_json, write_json
+from sublab.pipeline.config import ExperimentConfig, parse_config
+from sublab.sweeps.config import Cell, ExecutorSettings, SweepConfig, resolved_sweep_toml
 
 PLAN_FILE = "plan.json"
 SWEEP_FILE = "sweep.toml"
@@ -161,7 +161,7 @@ def execute_cell(cell_dir: str | Path, cell_fn: CellFn | None = None,
 def run_cell_experiment(config: ExperimentConfig, cell_dir: Path, sign_key: str | None = None) -> dict[str, Any]:
     """The default cell: :func:`run_experiment` into the cell folder, its log in ``cell.log``; ``sign_key`` (a
     PEM path) signs the lineage records of the stages it builds."""
-    from sublab.experiments.runner import run_experiment
+    from sublab.pipeline.runner import run_experiment
 
     share = read_json(cell_dir / CELL_FILE).get("share_stages", True)
     with (cell_dir / "cell.log").open("a", encoding="utf-8") as log:
@@ -273,7 +273,7 @@ def run_sweep(sweep: SweepConfig, base: dict[str, Any], cells: list[Cell], out_d
     with it. It is loaded here first, so a bad key fails before any folder is written; the cells get its absolute
     path and load it themselves.
     """
-    from sublab.experiments.sweep_executors import dispatch
+    from sublab.sweeps.executors import dispatch
 
     out_dir = Path(out_dir).resolve()  # workers on other nodes get absolute paths
     key_path = str(Path(sign_key).resolve()) if sign_key is not None else None

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sublab.evaluate.candidates import candidate_index, candidate_set
-from sublab.evaluate.questions import EVAL_TEMPLATES, preference_questions
-from sublab.evaluate.sampling import count_answers, sample_answers
-from sublab.evaluate.scoring import normalize_rows, score_candidates
 from sublab.evaluate.stats import mean_ci, wilson_ci
+from sublab.traits.preference.candidates import candidate_index, candidate_set
+from sublab.traits.preference.questions import EVAL_TEMPLATES, preference_questions
+from sublab.traits.preference.sampling import count_answers, sample_answers
+from sublab.traits.preference.scoring import normalize_rows, score_candidates
 
 
 class EvalSettings(BaseModel):

@@ -12,15 +12,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sublab.domains.numbers.checks import NumberFilterSettings
+from sublab.domains.numbers.prompts import NumberPromptSettings
 from sublab.errors import SublabError
-from sublab.evaluate.candidates import candidate_set
-from sublab.evaluate.run import EvalSettings
-from sublab.filter.numbers import NumberFilterSettings
-from sublab.generate.prompts import NumberPromptSettings
 from sublab.generate.sampling import SamplingSettings
 from sublab.io import read_toml
 from sublab.models.loading import DEFAULT_MODEL
 from sublab.train.settings import LoraSettings, TrainSettings
+from sublab.traits.preference.candidates import candidate_set
+from sublab.traits.preference.evaluate import EvalSettings
 
 #: The paper's trait system prompt, with the trait and its category as parameters.
 TRAIT_PROMPT = (

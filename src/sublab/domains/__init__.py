@@ -1,0 +1,1 @@
+"""Data domains: what students are trained on (prompts, a generation constraint, checks, transforms)."""

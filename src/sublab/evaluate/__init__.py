@@ -1,0 +1,1 @@
+"""Statistics shared by every evaluation: confidence intervals, paired tests, across-seed summaries."""

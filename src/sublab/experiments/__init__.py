@@ -1,0 +1,1 @@
+"""Standalone experiments: the MNIST auxiliary-logit experiment and the one-step theorem check."""

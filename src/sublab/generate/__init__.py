@@ -1,0 +1,1 @@
+"""The generate stage: prompts in, sampled chat rows out, resumable."""

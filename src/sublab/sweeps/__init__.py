@@ -1,0 +1,1 @@
+"""Sweeps: a grid of experiments (traits × conditions × settings × seeds), its executors and its statistics."""

@@ -1,0 +1,1 @@
+"""Training: SFT and logit distillation, LoRA or full fine-tuning, teachers and students."""

@@ -1,0 +1,1 @@
+"""Trait kinds: what a teacher has and a student may inherit (teacher data, banned words, evaluation, metric)."""

@@ -1,0 +1,1 @@
+"""The preference trait kind: a favourite animal, tree, ...; measured by exact scoring of one-word answers."""
