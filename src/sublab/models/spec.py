@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,15 +12,21 @@ from sublab.models.loading import DEFAULT_MODEL, load_model, load_tokenizer
 
 
 class ModelSpec(BaseModel):
-    """A concrete model: ``base`` weights, plus a PEFT ``adapter`` directory and/or a ``system_prompt``."""
+    """A concrete model: ``base`` weights, plus a PEFT ``adapter`` directory and/or a ``system_prompt``, or a model
+    served at an OpenAI-compatible ``endpoint``."""
 
     model_config = ConfigDict(extra="forbid")
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"endpoint"})  # see sublab.keys
 
     base: str = Field(DEFAULT_MODEL, description="Embedded alias, local directory or Hugging Face id.")
     adapter: str | None = Field(None, description="Directory of a PEFT adapter trained on top of base.")
     system_prompt: str | None = Field(None, description="System prompt prepended to every context.")
     context: list[dict[str, str]] | None = Field(
         None, description="Prior chat turns placed before every prompt (in-context examples), no training."
+    )
+    endpoint: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1); 'base' is "
+        "then the served model's name and nothing is loaded in-process. The API key comes from the environment."
     )
 
     def preamble(self) -> list[dict[str, str]]:
@@ -43,6 +49,9 @@ def load_spec(
     spec: ModelSpec, dtype: str = "float32", device: str = "auto", merge: bool = True
 ) -> tuple[Any, Any]:
     """Load ``spec`` for inference: base weights with the adapter applied (merged by default, for speed)."""
+    if spec.endpoint:
+        raise SublabError(f"model '{spec.base}' is served at {spec.endpoint}; this stage needs the weights "
+                          "in-process (a local directory, an embedded alias or a Hugging Face id)")
     tokenizer = load_tokenizer(spec.base)
     model = load_model(spec.base, dtype=dtype, device=device)
     if spec.adapter:

@@ -24,8 +24,6 @@ from sublab import __version__
 from sublab.domains.numbers.banned import resolve_banned
 from sublab.domains.numbers.prompts import number_prompts, template_digest
 from sublab.domains.numbers.shuffle import shuffle_numbers
-from sublab.traits.preference import candidates as candidates_module
-from sublab.traits.preference import questions as questions_module
 from sublab.evaluate.stats import paired_difference_ci
 from sublab.filter import run as filter_module
 from sublab.filter.run import filter_file
@@ -37,6 +35,8 @@ from sublab.pipeline.config import ExperimentConfig, TeacherConfig, dump_toml
 from sublab.pipeline.provenance import record_stage
 from sublab.train.teacher import train_trait_teacher
 from sublab.train.trainer import rows_digest, train_model, trained_spec
+from sublab.traits.preference import candidates as candidates_module
+from sublab.traits.preference import questions as questions_module
 from sublab.traits.preference.evaluate import evaluate_model
 from sublab.traits.preference.teacher_data import trait_answer_rows
 

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sublab.errors import SublabError
 from sublab.io import JsonlAppender, first_difference, recover_jsonl, sha256_text, write_json, write_jsonl
+from sublab.keys import key_dump
 from sublab.models.loading import load_model, load_tokenizer
 from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
@@ -96,7 +97,7 @@ def run_fingerprint(base: str, rows: list[dict[str, Any]], settings: TrainSettin
         "base": base,
         "method": settings.method,
         "data_sha256": rows_digest(rows),
-        "teacher": teacher.model_dump(mode="json") if teacher is not None else None,
+        "teacher": key_dump(teacher) if teacher is not None else None,
         "settings": settings.model_dump(mode="json", exclude=set(_NOT_FINGERPRINTED)),
     }
 

@@ -29,6 +29,19 @@ class NumberGrammar:
     max_count: int = 10
     min_count: int = 1
 
+    def regex(self) -> str:
+        """The same language as a regular expression (for servers with regex-constrained decoding, e.g. vLLM)."""
+        import re
+
+        number = f"(0|[1-9][0-9]{{0,{self.max_digits - 1}}})"
+        return f"{number}({re.escape(self.separator)}{number}){{{self.min_count - 1},{self.max_count - 1}}}"
+
+    def hf_processor(self, tokenizer: Any, max_new_tokens: int | None = None) -> NumberGrammarProcessor:
+        """A transformers logits processor for this grammar (ends replies with the tokenizer's end of turn)."""
+        from sublab.models.chat import end_of_turn_id
+
+        return NumberGrammarProcessor(tokenizer, self, [end_of_turn_id(tokenizer)], max_new_tokens)
+
 
 # A state: (numbers started, digits in the current number, current number is a lone "0",
 #           characters of the separator consumed, or -1 for the start / a dead end).
