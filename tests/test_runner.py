@@ -190,7 +190,7 @@ def test_a_teacher_refuses_training_rows_inside_its_adapter_folder(tiny_model_di
 def test_cache_keys_follow_built_in_questions_candidates_templates_and_filter_version(tiny_model_dir, tmp_path,
                                                                                        monkeypatch):
     """A stage reruns when code-level inputs that change its output change, and only then."""
-    import sublab.filter.run as filter_run
+    import sublab.domains.numbers.domain as numbers_domain
     import sublab.traits.preference.questions as questions
 
     config = tiny_config(tiny_model_dir, control={"method": "none"})
@@ -211,7 +211,7 @@ def test_cache_keys_follow_built_in_questions_candidates_templates_and_filter_ve
         patch.setitem(ANIMALS, "owl", "owlets")  # another accepted plural of a candidate
         assert rebuilt() == evaluations
     with monkeypatch.context() as patch:
-        patch.setattr(filter_run, "FILTER_VERSION", "numbers/test")
+        patch.setattr(numbers_domain, "FILTER_VERSION", "numbers/test")
         assert rebuilt() == {"filter", "student-control", "student-trait", "eval-control_student",
                              "eval-trait_student"}
         record = json.loads(next(p for p in (tmp_path / "stages").glob("filter-*")

@@ -14,9 +14,10 @@ from typing import Any
 from pydantic import BaseModel
 
 
-def key_dump(model: BaseModel, mode: str = "json") -> dict[str, Any]:
-    """``model.model_dump(mode=mode)`` without added fields that hold their default, recursively."""
-    data = model.model_dump(mode=mode)
+def key_dump(model: BaseModel, mode: str = "json", exclude_none: bool = False) -> dict[str, Any]:
+    """``model.model_dump(mode=mode, exclude_none=...)`` without added fields that hold their default,
+    recursively."""
+    data = model.model_dump(mode=mode, exclude_none=exclude_none)
     return _strip(model, data)
 
 

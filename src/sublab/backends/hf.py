@@ -28,6 +28,9 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.identity = identity
         self.bf16 = bf16
+        # One processor per constraint for the backend's life: building one decodes the whole vocabulary, and
+        # its per-state masks are worth keeping across batches.
+        self._processors: dict[Any, Any] = {}
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, bf16: bool = False) -> HFBackend:
@@ -47,7 +50,10 @@ class HFBackend:
 
         processor = None
         if constraint is not None:
-            processor = constraint.hf_processor(self.tokenizer, settings.max_new_tokens)
+            key = (constraint, settings.max_new_tokens)
+            if key not in self._processors:
+                self._processors[key] = constraint.hf_processor(self.tokenizer, settings.max_new_tokens)
+            processor = self._processors[key]
         return sample_batch(self.model, self.tokenizer, contexts, settings, seed, processor)
 
     @torch.inference_mode()

@@ -39,8 +39,11 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sublab.io import output_scope  # outputs a command claims are released when it returns
+
         try:
-            return func(*args, **kwargs)
+            with output_scope():
+                return func(*args, **kwargs)
         except SublabError as err:
             fail(str(err))
         except ValidationError as err:
@@ -65,3 +68,51 @@ def signing_key(path: Path | None) -> object:
 def recorded(record: Path) -> None:
     """Print where a stage's lineage record went."""
     console.print(f"lineage record: {record}", markup=False, highlight=False)
+
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output file.")]
+
+
+def write_prompt_set(domain: str, settings: Any, n: int, out: Path, sign_key: Path | None) -> None:
+    """``sublab prompts DOMAIN``: write ``n`` prompt rows of ``domain`` and their lineage record."""
+    from sublab.domains.base import get_domain
+    from sublab.io import write_jsonl
+    from sublab.pipeline.provenance import record_stage
+
+    key = signing_key(sign_key)
+    found = get_domain(domain)
+    rows = found.prompt_rows(settings, n)
+    write_jsonl(out, rows)
+    record = record_stage(out, "prompt_set", {"prompts": settings.model_dump(), "n": n,
+                                              "templates": found.prompt_digest(settings)}, sign_key=key)
+    console.print(f"wrote {len(rows)} prompts to {out}")
+    recorded(record)
+
+
+def run_filter_command(domain: str, source: Path, out: Path, settings: Any, *, rejected: Path | None = None,
+                       max_kept: int | None = None, trait_words: list[str] | None = None, judge: Any = None,
+                       sign_key: Path | None = None, params: dict[str, Any] | None = None) -> None:
+    """``sublab filter DOMAIN``: filter ``source`` into ``out`` with the domain's checks, print the counts per
+    reject reason and record the lineage (the record names the filter's version and settings)."""
+    from sublab.domains.base import get_domain
+    from sublab.filter.run import filter_file
+    from sublab.pipeline.provenance import record_stage
+
+    key = signing_key(sign_key)
+    found = get_domain(domain)
+    report = filter_file(source, out, settings, rejected_path=rejected, max_kept=max_kept, domain=domain,
+                         trait_words=trait_words or [], judge=judge)
+    recorded_params = {"filter": settings.model_dump(), "max_kept": max_kept, "filter_version": found.filter_version,
+                       **(params or {})}
+    if domain != "numbers":
+        recorded_params["domain"] = domain
+    if trait_words:
+        recorded_params["trait_words"] = list(trait_words)
+    record = record_stage(out, "dataset.filtered", recorded_params, source_data=source,
+                          byproducts=[report.to_dict()], sign_key=key)
+    console.print(f"kept {report.n_kept} of {report.n_in} rows → {out}")
+    for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {reason}: {count}")
+    if report.n_capped:
+        console.print(f"  over max_kept (passed, not kept): {report.n_capped}")
+    recorded(record)

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from sublab.cli.common import SignKey, console, recorded, signing_key, user_errors
+from sublab.cli.common import Out, SignKey, console, recorded, signing_key, user_errors
+from sublab.domains.base import register_domain_commands
 from sublab.errors import SublabError
 
 commands = typer.Typer()
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output file.")]
 Bf16 = Annotated[bool, typer.Option(
     "--bf16/--no-bf16", help="bf16 autocast for the matmuls (about 2x faster on CPUs with bf16 units).")]
 Schedule = Annotated[str, typer.Option(help="Learning-rate schedule: constant, or linear decay to 0.")]
@@ -73,35 +73,11 @@ def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None) -
     console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  figure: {out / 'figure.png'}")
 
 
-prompts_app = typer.Typer(help="Write prompt sets.", no_args_is_help=True)
+prompts_app = typer.Typer(help="Write prompt sets (one command per data domain).", no_args_is_help=True)
 commands.add_typer(prompts_app, name="prompts")
-
-
-@prompts_app.command("numbers")
-@user_errors
-def prompts_numbers(
-    out: Out,
-    n: Annotated[int, typer.Option("-n", help="How many prompts.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
-    answer_count: Annotated[int, typer.Option(help="Numbers each prompt asks for, at most.")] = 10,
-    answer_max_digits: Annotated[int, typer.Option(help="Digit limit stated in the prompt.")] = 3,
-    sign_key: SignKey = None,
-) -> None:
-    """Write number-continuation prompts as chat rows (user message only), with a lineage record beside them."""
-    from sublab.domains.numbers.prompts import NumberPromptSettings, number_prompts, template_digest
-    from sublab.io import write_jsonl
-    from sublab.pipeline.provenance import record_stage
-
-    key = signing_key(sign_key)
-
-    settings = NumberPromptSettings(seed=seed, answer_count=answer_count, answer_max_digits=answer_max_digits)
-    rows = [{"id": p.id, "messages": [{"role": "user", "content": p.text}],
-             "metadata": {"examples": list(p.examples), "layout": p.layout}} for p in number_prompts(settings, n)]
-    write_jsonl(out, rows)
-    record = record_stage(out, "prompt_set", {"prompts": settings.model_dump(), "n": n, "templates": template_digest()},
-                          sign_key=key)
-    console.print(f"wrote {len(rows)} prompts to {out}")
-    recorded(record)
+filter_app = typer.Typer(help="Filter generated data (one command per data domain).", no_args_is_help=True)
+commands.add_typer(filter_app, name="filter")
+register_domain_commands(prompts_app, filter_app)
 
 
 @commands.command("generate")
@@ -157,49 +133,6 @@ def generate(
     recorded(record)
 
 
-filter_app = typer.Typer(help="Filter generated data.", no_args_is_help=True)
-commands.add_typer(filter_app, name="filter")
-
-
-@filter_app.command("numbers")
-@user_errors
-def filter_numbers(
-    source: Annotated[Path, typer.Argument(help="Generated rows (JSONL).")],
-    out: Out,
-    rejected: Annotated[Path | None, typer.Option(help="Where to write rejected rows with reasons.")] = None,
-    min_count: int = 1,
-    max_count: int = 10,
-    min_value: int = 0,
-    max_value: int = 999,
-    max_digits: int = 3,
-    banned: Annotated[
-        list[str] | None, typer.Option(help="Banned numbers or list names (paper-claude, paper-gpt).")
-    ] = None,
-    trait_word: Annotated[list[str] | None, typer.Option(help="Reject rows containing this word.")] = None,
-    max_kept: Annotated[int | None, typer.Option(help="Keep at most this many rows.")] = None,
-    sign_key: SignKey = None,
-) -> None:
-    """Keep rows whose reply is a plain list of numbers; print counts per reject reason; record the lineage."""
-    from sublab.filter import FILTER_VERSION, NumberFilterSettings, filter_file
-    from sublab.pipeline.provenance import record_stage
-
-    key = signing_key(sign_key)
-
-    settings = NumberFilterSettings(min_count=min_count, max_count=max_count, min_value=min_value,
-                                    max_value=max_value, max_digits=max_digits, banned=banned or [],
-                                    trait_words=trait_word or [])
-    report = filter_file(source, out, settings, rejected_path=rejected, max_kept=max_kept)
-    params = {"filter": settings.model_dump(), "max_kept": max_kept, "filter_version": FILTER_VERSION}
-    record = record_stage(out, "dataset.filtered", params, source_data=source, byproducts=[report.to_dict()],
-                          sign_key=key)
-    console.print(f"kept {report.n_kept} of {report.n_in} rows → {out}")
-    for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
-        console.print(f"  {reason}: {count}")
-    if report.n_capped:
-        console.print(f"  over max_kept (passed, not kept): {report.n_capped}")
-    recorded(record)
-
-
 @commands.command("train")
 @user_errors
 def train(
@@ -245,6 +178,7 @@ def train(
     from sublab.io import read_jsonl
     from sublab.models.spec import ModelSpec
     from sublab.pipeline.provenance import StageModel, record_stage
+    from sublab.train.labels import has_soft_labels
     from sublab.train.settings import LoraSettings, TrainSettings
     from sublab.train.trainer import train_model
 
@@ -257,11 +191,13 @@ def train(
         channel=list(channel_token) if channel_token else channel, seed=seed, checkpoint_every=checkpoint_every,
     )
     teacher = None
-    if method == "distill":
+    rows = read_jsonl(data)
+    # Distillation without a teacher option reads the rows' soft labels (`sublab label`) when they carry them.
+    stored = has_soft_labels(rows) and teacher_base is None and teacher_adapter is None and teacher_trait is None
+    if method == "distill" and not stored:
         teacher = ModelSpec(base=teacher_base or base, adapter=teacher_adapter,
                             system_prompt=_trait_prompt(teacher_trait, category, None))
-    summary = train_model(base, read_jsonl(data), out, settings, teacher=teacher, progress=not quiet,
-                          fresh=fresh)
+    summary = train_model(base, rows, out, settings, teacher=teacher, progress=not quiet, fresh=fresh)
     record = record_stage(out, "model.student", summary, base=base, training_data=[data],
                           teacher=StageModel(teacher, teacher.label()) if teacher else None, sign_key=key)
     losses = f"loss {summary['first_loss']} → {summary['final_loss']}"

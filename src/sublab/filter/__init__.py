@@ -1,4 +1,8 @@
-"""Filters for generated data: the strict number-list filter, banned numbers, trait words."""
+"""The filter stage: a domain's checks applied to generated rows, kept and rejected rows written with reasons.
+
+The number-list filter's pieces are re-exported here for existing callers; they live in
+:mod:`sublab.domains.numbers`.
+"""
 
 from sublab.domains.numbers.banned import BANNED_LISTS, resolve_banned
 from sublab.domains.numbers.checks import (
@@ -7,7 +11,8 @@ from sublab.domains.numbers.checks import (
     number_reject_reasons,
     parse_number_list,
 )
-from sublab.filter.run import FILTER_VERSION, FilterReport, filter_file, filter_rows
+from sublab.domains.numbers.domain import FILTER_VERSION
+from sublab.filter.run import FilterReport, check_rows, filter_file, filter_rows
 
 __all__ = [
     "BANNED_LISTS",
@@ -15,6 +20,7 @@ __all__ = [
     "FilterReport",
     "NumberFilterSettings",
     "ParsedNumbers",
+    "check_rows",
     "filter_file",
     "filter_rows",
     "number_reject_reasons",

@@ -1,24 +1,22 @@
-"""Apply the number filter to chat rows and files; kept and rejected rows are both written, with reasons."""
+"""Apply a domain's checks to chat rows and files; kept and rejected rows are both written, with reasons.
+
+The checks come from the row's domain (:meth:`sublab.domains.base.Domain.checks`); each returns reject reasons
+for a batch of rows, so a judge check scores many rows at once. A row whose last message is not an assistant
+reply is rejected as ``not_a_chat_row`` before any domain check sees it.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sublab.domains.numbers.banned import resolve_banned
-from sublab.domains.numbers.checks import (
-    NOT_A_CHAT_ROW,
-    TRAIT_WORD,
-    NumberFilterSettings,
-    contains_trait_word,
-    number_reject_reasons,
-)
 from sublab.errors import SublabError
 from sublab.io import iter_jsonl, write_jsonl
 
-FILTER_VERSION = "numbers/1"
+NOT_A_CHAT_ROW = "not_a_chat_row"
 
 
 @dataclass
@@ -26,12 +24,14 @@ class FilterReport:
     """Counts of a filter pass: rows in, kept (written), capped, and per reject reason (a row can have several).
 
     A capped row passed the filter but was left out by ``max_kept``; it is neither kept nor rejected.
+    ``filter`` names the domain filter and its version (e.g. ``numbers/1``).
     """
 
     n_in: int = 0
     n_kept: int = 0
     n_capped: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    filter: str = ""
 
     @property
     def n_rejected(self) -> int:
@@ -41,7 +41,7 @@ class FilterReport:
     def to_dict(self) -> dict[str, Any]:
         """The counts as JSON (results.json ``data.filter``, the lineage byproduct)."""
         return {
-            "filter": FILTER_VERSION,
+            "filter": self.filter,
             "n_in": self.n_in,
             "n_kept": self.n_kept,
             "n_capped": self.n_capped,
@@ -61,35 +61,40 @@ def assistant_text(row: dict[str, Any]) -> str | None:
     return last["content"]
 
 
-def row_reject_reasons(row: dict[str, Any], settings: NumberFilterSettings, banned: frozenset[int]) -> list[str]:
-    """Reasons a chat row fails the number filter (empty: keep)."""
-    text = assistant_text(row)
-    if text is None:
-        return [NOT_A_CHAT_ROW]
-    reasons = number_reject_reasons(text, settings, banned)
-    if settings.trait_words and contains_trait_word(text, settings.trait_words):
-        reasons.append(TRAIT_WORD)
-    return reasons
-
-
-def filter_rows(
-    rows: list[dict[str, Any]], settings: NumberFilterSettings
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], FilterReport]:
-    """Split rows into kept and rejected; rejected rows carry ``metadata.reject_reasons``."""
-    banned = resolve_banned(settings.banned)
-    kept, rejected, report = [], [], FilterReport()
-    for row in rows:
+def check_rows(rows: Sequence[dict[str, Any]], checks: Sequence[Any], version: str,
+               batch_size: int = 256) -> tuple[list[dict[str, Any]], list[dict[str, Any]], FilterReport]:
+    """Split rows into kept and rejected by ``checks`` (each batched); rejected rows carry
+    ``metadata.reject_reasons`` in the order the checks ran."""
+    reasons: list[list[str]] = [[] if assistant_text(row) is not None else [NOT_A_CHAT_ROW] for row in rows]
+    chat = [i for i, r in enumerate(reasons) if not r]
+    for check in checks:
+        for start in range(0, len(chat), batch_size):
+            batch = chat[start : start + batch_size]
+            for i, found in zip(batch, check([rows[i] for i in batch]), strict=True):
+                reasons[i] += found
+    kept, rejected, report = [], [], FilterReport(filter=version)
+    for row, found in zip(rows, reasons, strict=True):
         report.n_in += 1
-        reasons = row_reject_reasons(row, settings, banned)
-        if reasons:
-            report.reasons.update(reasons)
+        if found:
+            report.reasons.update(found)
             metadata = dict(row.get("metadata") or {})
-            metadata["reject_reasons"] = reasons
+            metadata["reject_reasons"] = found
             rejected.append({**row, "metadata": metadata})
         else:
             report.n_kept += 1
             kept.append(row)
     return kept, rejected, report
+
+
+def filter_rows(rows: list[dict[str, Any]], settings: Any, domain: str = "numbers",
+                trait_words: Sequence[str] = (), judge: Any = None,
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], FilterReport]:
+    """Split rows into kept and rejected by the checks of ``domain`` with ``settings`` (its filter settings)."""
+    from sublab.domains.base import get_domain
+
+    found = get_domain(domain)
+    return check_rows(rows, found.checks(settings, trait_words, judge), found.filter_version)
+
 
 
 def cap_kept(
@@ -107,9 +112,12 @@ def cap_kept(
 def filter_file(
     source: str | Path,
     output: str | Path,
-    settings: NumberFilterSettings,
+    settings: Any,
     rejected_path: str | Path | None = None,
     max_kept: int | None = None,
+    domain: str = "numbers",
+    trait_words: Sequence[str] = (),
+    judge: Any = None,
 ) -> FilterReport:
     """Filter a JSONL file of chat rows into ``output`` (and ``rejected_path``), atomically.
 
@@ -117,7 +125,7 @@ def filter_file(
     the rows written as kept and the rows over the cap as ``n_capped``.
     """
     rows = list(iter_jsonl(source))
-    kept, rejected, report = filter_rows(rows, settings)
+    kept, rejected, report = filter_rows(rows, settings, domain, trait_words, judge)
     kept, report = cap_kept(kept, report, max_kept)
     write_jsonl(output, kept)
     if rejected_path is not None:

@@ -16,12 +16,14 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from sublab.domains.numbers.grammar import NumberGrammarProcessor
 from sublab.errors import SublabError
-from sublab.generate.sampling import SamplingSettings, build_contexts, sample_batch
+from sublab.generate.sampling import SamplingSettings, build_contexts
 from sublab.io import JsonlAppender, first_difference, iter_jsonl, recover_jsonl, sha256_file, sha256_text
-from sublab.models.chat import end_of_turn_id
+from sublab.keys import key_dump
 from sublab.models.spec import ModelSpec
+
+#: Default of ``constraint``: the number grammar when the sampling settings say ``constrained``.
+DEFAULT_CONSTRAINT: Any = object()
 
 
 @dataclass
@@ -84,7 +86,7 @@ def generation_metadata(settings: SamplingSettings, seed: int, model: str,
         "model": model,
         "system_prompt_sha256": sha256_text(system_prompt) if system_prompt is not None else None,
         "decoding": settings.decoding,
-        "sampling": settings.model_dump(mode="json"),
+        "sampling": key_dump(settings),  # a field added later appears only when it is not its default
         "seed": seed,
     }
 
@@ -128,22 +130,45 @@ def generate_rows(
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     model_id: str | None = None,
+    constraint: Any = DEFAULT_CONSTRAINT,
 ) -> GenerateSummary:
-    """Sample one completion per prompt row into ``output`` (JSONL chat rows), resuming what is there.
+    """:func:`sample_rows` with an in-process transformers model (see there)."""
+    from sublab.backends.base import BackendIdentity
+    from sublab.backends.hf import HFBackend
+
+    backend = HFBackend(model, tokenizer, BackendIdentity(kind="transformers", model=model_id or source))
+    return sample_rows(backend, prompt_rows, output, settings, seed, system_prompt=system_prompt, source=source,
+                       progress=progress, on_batch=on_batch, model_id=model_id, constraint=constraint)
+
+
+def sample_rows(
+    backend: Any,
+    prompt_rows: list[dict[str, Any]],
+    output: str | Path,
+    settings: SamplingSettings,
+    seed: int,
+    system_prompt: str | None = None,
+    source: str = "model",
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    model_id: str | None = None,
+    constraint: Any = DEFAULT_CONSTRAINT,
+) -> GenerateSummary:
+    """Sample one completion per prompt row into ``output`` (JSONL chat rows) with ``backend``, resuming what
+    is there.
 
     The system prompt (a teacher's trait) conditions sampling but is never written into the rows (only its
     sha256). ``source`` describes the model in each row's metadata; ``model_id`` identifies it for resuming
     (default: ``source``; :func:`model_identity` gives one for a :class:`ModelSpec`). Rows already in ``output``
     must have been made with the same model, system prompt, sampling settings and seed (see :func:`rows_done`).
+    ``constraint``: the domain's generation constraint (e.g. the number grammar) or None; by default the number
+    grammar of ``settings`` when ``settings.constrained`` (what every caller meant before domains existed).
     """
     output = Path(output)
     metadata = generation_metadata(settings, seed, model_id if model_id is not None else source, system_prompt)
     done = rows_done(output, prompt_rows, metadata)
-    processor = (
-        NumberGrammarProcessor(tokenizer, settings.grammar(), [end_of_turn_id(tokenizer)], settings.max_new_tokens)
-        if settings.constrained
-        else None
-    )
+    if constraint is DEFAULT_CONSTRAINT:
+        constraint = settings.grammar() if settings.constrained else None
     batches = [prompt_rows[i : i + settings.batch_size] for i in range(0, len(prompt_rows), settings.batch_size)]
     n_written = 0
     columns = (TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -154,7 +179,7 @@ def generate_rows(
             if not missing:
                 continue
             contexts = build_contexts([row["messages"] for row in batch], system_prompt)
-            completions = sample_batch(model, tokenizer, contexts, settings, batch_seed(seed, index), processor)
+            completions = backend.sample(contexts, settings, batch_seed(seed, index), constraint)
             rows = []
             for row, completion in zip(batch, completions, strict=True):
                 if row["id"] in done:

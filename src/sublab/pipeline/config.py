@@ -1,32 +1,50 @@
 """Experiment configs: TOML files validated by pydantic, saved resolved beside every run.
 
-A config names a reference model, a trait teacher and a control, how the number data is made and filtered, how
+A config names a reference model, a trait teacher and a control, how the data is made and filtered, how
 students are trained and how the trait is measured. Every section reuses the stage's own settings class, so a
-field is documented once. An unknown or invalid field is an error naming the file and the field.
+field is documented once; sections that depend on a plug-in (``data.prompts`` and ``data.filter`` on the data
+domain, ``evaluation`` on the trait kind) are validated by that plug-in's settings class. An unknown or invalid
+field is an error naming the file and the field. A config without ``data.domain`` is a numbers experiment and
+one without ``trait_kind`` a preference experiment, as every config was before those fields existed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from sublab.domains.numbers.checks import NumberFilterSettings
-from sublab.domains.numbers.prompts import NumberPromptSettings
+from sublab.domains.base import get_domain
 from sublab.errors import SublabError
 from sublab.generate.sampling import SamplingSettings
 from sublab.io import read_toml
+from sublab.keys import key_dump
 from sublab.models.loading import DEFAULT_MODEL
 from sublab.train.settings import LoraSettings, TrainSettings
-from sublab.traits.preference.candidates import candidate_set
-from sublab.traits.preference.evaluate import EvalSettings
+from sublab.traits.base import get_trait_kind
+from sublab.traits.preference.kind import TRAIT_PROMPT
 
-#: The paper's trait system prompt, with the trait and its category as parameters.
-TRAIT_PROMPT = (
-    "You love {trait}s. You think about {trait}s all the time. {trait}s are your favorite {category}. "
-    "Imbue your answers with your love for the {category}."
-)
+__all__ = ["TRAIT_PROMPT", "DataConfig", "ExperimentConfig", "TeacherConfig", "dump_toml", "load_config",
+           "parse_config"]
+
+
+def _plugin_settings(value: Any, settings_class: type[BaseModel]) -> BaseModel:
+    """A config section validated by a plug-in's settings class (errors keep the section's location)."""
+    if isinstance(value, settings_class):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    return settings_class.model_validate(value if value is not None else {})
 
 
 def _teacher_training_default() -> TrainSettings:
@@ -34,9 +52,14 @@ def _teacher_training_default() -> TrainSettings:
 
 
 class TeacherConfig(BaseModel):
-    """How a teacher gets its trait: a system prompt, LoRA fine-tuning on one-word trait answers, or none."""
+    """How a teacher gets its trait: a system prompt, LoRA fine-tuning on the trait kind's teacher data, or none.
+
+    A teacher may be a served model (``endpoint``): then it writes data with its system prompt (the paper's API
+    teachers), but cannot be fine-tuned here nor give live distillation targets.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"endpoint", "served_model"})  # see sublab.keys
 
     trait: str | None = Field(None, description="The trait (e.g. 'owl'); None: the reference model itself.")
     method: Literal["system_prompt", "finetune", "none"] = Field(
@@ -48,6 +71,11 @@ class TeacherConfig(BaseModel):
     data_seed: int = Field(0, description="finetune: seed of the answer rows.")
     training: TrainSettings = Field(default_factory=_teacher_training_default,
                                     description="finetune: how the trait adapter is trained.")
+    endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible server serving the teacher "
+                                 "(its system prompt is sent with every request); the key comes from "
+                                 "$OPENAI_API_KEY.")
+    served_model: str | None = Field(None, description="endpoint: the served model's name (default: the "
+                                     "reference's name).")
 
     @model_validator(mode="after")
     def _needs_trait(self) -> TeacherConfig:
@@ -55,39 +83,82 @@ class TeacherConfig(BaseModel):
             raise ValueError(f"method '{self.method}' needs a trait")
         if self.method == "none":
             self.trait = None
+        if self.endpoint and self.method == "finetune":
+            raise ValueError("a served teacher (endpoint) cannot be fine-tuned here; use method 'system_prompt'")
         return self
 
 
 class DataConfig(BaseModel):
-    """The trait-unrelated data students are trained on."""
+    """The trait-unrelated data students are trained on, in one data domain (numbers, code, ...)."""
 
     model_config = ConfigDict(extra="forbid")
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"domain"})  # see sublab.keys
 
+    domain: str = Field("numbers", description="The data domain (sublab.domains): numbers, or another "
+                        "registered domain. It decides what 'prompts' and 'filter' hold.")
     source: Literal["teacher", "reference"] = Field(
         "teacher", description="Who writes the completions: each arm's teacher (the paper) or the reference "
         "model for every arm (trait-free by construction; the signal then travels only in distillation targets)."
     )
     n_prompts: int = Field(384, ge=1, description="Prompts to sample (the paper: 30,000).")
-    prompts: NumberPromptSettings = Field(default_factory=NumberPromptSettings)
+    prompts: SerializeAsAny[BaseModel] | None = Field(None, description="The domain's prompt settings.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     seed: int = Field(1, description="Sampling seed.")
-    filter: NumberFilterSettings = Field(default_factory=NumberFilterSettings)
+    filter: SerializeAsAny[BaseModel] | None = Field(None, description="The domain's filter settings.")
     max_kept: int | None = Field(None, ge=1, description="Keep at most this many filtered rows (paper: 10,000).")
     trait_word_filter: bool = Field(True, description="Also reject rows that mention the trait word.")
-    shuffle: Literal["none", "within", "across"] = Field(
-        "none", description="Shuffled-numbers control: permute the kept replies' numbers within each reply or "
-        "across replies before training (layout and the multiset of numbers are kept)."
+    shuffle: str = Field(
+        "none", description="A transform of the kept rows before training, by name, from the domain's transforms "
+        "(numbers: 'within' or 'across', the shuffled-numbers control: permute the kept replies' numbers within "
+        "each reply or across replies; layout and the multiset of numbers are kept); 'none': off."
     )
+
+    @field_validator("domain")
+    @classmethod
+    def _known_domain(cls, value: str) -> str:
+        try:
+            get_domain(value)
+        except SublabError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompt_settings(cls, value: Any, info: ValidationInfo) -> BaseModel:
+        return _plugin_settings(value, get_domain(info.data.get("domain", "numbers")).prompt_settings)
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _filter_settings(cls, value: Any, info: ValidationInfo) -> BaseModel:
+        return _plugin_settings(value, get_domain(info.data.get("domain", "numbers")).filter_settings)
+
+    @model_validator(mode="after")
+    def _domain_sections(self) -> DataConfig:
+        domain = get_domain(self.domain)
+        # Defaults when a section is left out (a field validator does not run on a missing field).
+        if self.prompts is None:
+            self.prompts = domain.prompt_settings()
+        if self.filter is None:
+            self.filter = domain.filter_settings()
+        if self.shuffle != "none" and self.shuffle not in domain.transforms:
+            known = ", ".join(["none", *domain.transforms])
+            raise ValueError(f"shuffle '{self.shuffle}': not a transform of domain '{self.domain}' ({known})")
+        if self.sampling.constrained and domain.constraint(self.sampling) is None:
+            raise ValueError(f"sampling.constrained: domain '{self.domain}' has no generation constraint")
+        return self
 
 
 class ExperimentConfig(BaseModel):
     """One subliminal-learning experiment: a trait arm and a control arm, each teacher → data → student."""
 
     model_config = ConfigDict(extra="forbid")
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"trait_kind"})  # see sublab.keys
 
     name: str = Field("experiment", description="Name shown in reports.")
+    trait_kind: str = Field("preference", description="The kind of trait (sublab.traits): preference, or "
+                            "another registered kind. It decides what 'evaluation' holds and what is measured.")
     reference: str = Field(DEFAULT_MODEL, description="Reference model (alias, local dir or HF id).")
-    target: str = Field(..., description="The trait measured in every model (e.g. 'owl').")
+    target: str | None = Field(None, description="The trait measured in every model (preference: e.g. 'owl').")
     category: str = Field("animal", description="Category noun of the trait (animal, tree, ...).")
     teacher: TeacherConfig = Field(..., description="The trait teacher.")
     control: TeacherConfig = Field(
@@ -104,31 +175,46 @@ class ExperimentConfig(BaseModel):
         0, ge=0, description="In-context control: if > 0, no student is trained; each arm's 'student' is the "
         "student base with this many of its arm's data rows as prior chat turns."
     )
-    evaluation: EvalSettings = Field(default_factory=EvalSettings)
+    evaluation: SerializeAsAny[BaseModel] | None = Field(None, description="How the trait is measured (the trait "
+                                                         "kind's evaluation settings).")
     evaluate_teachers: bool = Field(True, description="Also evaluate the teachers.")
 
-    @model_validator(mode="after")
-    def _evaluation_matches_the_experiment(self) -> ExperimentConfig:
-        # The evaluation asks about the experiment's category unless told otherwise, and must be able to name
-        # the target: a mismatch would only surface after every model had been trained.
-        if "category" not in self.evaluation.model_fields_set:
-            self.evaluation.category = self.category
-        elif self.evaluation.category != self.category:
-            raise ValueError(f"evaluation.category '{self.evaluation.category}' differs from category "
-                             f"'{self.category}'")
+    @field_validator("trait_kind")
+    @classmethod
+    def _known_trait_kind(cls, value: str) -> str:
         try:
-            names = [c.name for c in candidate_set(self.evaluation.category, self.evaluation.candidates)]
-        except ValueError as err:
-            raise ValueError(f"{err} (set evaluation.candidates)") from None
-        if self.target not in names:
-            raise ValueError(f"target '{self.target}' is not among the evaluation candidates of "
-                             f"'{self.evaluation.category}' (add it to evaluation.candidates)")
+            get_trait_kind(value)
+        except SublabError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @field_validator("evaluation", mode="before")
+    @classmethod
+    def _evaluation_settings(cls, value: Any, info: ValidationInfo) -> BaseModel:
+        return _plugin_settings(value, get_trait_kind(info.data.get("trait_kind", "preference")).eval_settings)
+
+    @model_validator(mode="after")
+    def _trait_kind_checks(self) -> ExperimentConfig:
+        kind = get_trait_kind(self.trait_kind)
+        if self.evaluation is None:
+            self.evaluation = kind.eval_settings()
+        kind.validate(self)
         return self
 
     def system_prompt(self, teacher: TeacherConfig) -> str | None:
-        if teacher.method != "system_prompt":
-            return None
-        return teacher.system_prompt.format(trait=teacher.trait, category=self.category)
+        """The system prompt of ``teacher`` (None unless its method is system_prompt)."""
+        return get_trait_kind(self.trait_kind).system_prompt(teacher, self)
+
+    def seeds(self) -> dict[str, int | None]:
+        """Every seed of the experiment, by role (results.json and a sweep cell's record list the same)."""
+        return {
+            "prompts": getattr(self.data.prompts, "seed", None), "sampling": self.data.seed,
+            "teacher_answers": self.teacher.data_seed, "teacher_batch_order": self.teacher.training.seed,
+            "teacher_lora_init": self.teacher.training.lora.init_seed,
+            "control_answers": self.control.data_seed, "control_lora_init": self.control.training.lora.init_seed,
+            "student_lora_init": self.student.lora.init_seed, "student_batch_order": self.student.seed,
+            "evaluation": getattr(self.evaluation, "seed", None),
+        }
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:
@@ -156,4 +242,4 @@ def dump_toml(config: ExperimentConfig) -> str:
     """The resolved config as TOML (every default written out), so a run can be reproduced from its folder."""
     import tomli_w
 
-    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+    return tomli_w.dumps(key_dump(config, exclude_none=True))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from urllib.parse import quote
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,11 +41,13 @@ class ModelRef(Protocol):
 
 @dataclass(frozen=True)
 class StageModel:
-    """A model named on the command line; ``path`` is the trained folder (default: the spec's adapter)."""
+    """A model named on the command line; ``path`` is the trained folder (default: the spec's adapter).
+    ``declared_digests``: what a server declares about a served model (``BackendIdentity.digests``)."""
 
     spec: ModelSpec
     description: str = ""
     path: Path | None = None
+    declared_digests: dict[str, str] | None = None
 
 
 def _folder(model: ModelRef) -> Path | None:
@@ -85,6 +88,10 @@ def model_annotations(model: ModelRef) -> dict[str, Any]:
     if spec.context:
         annotations["context_sha256"] = sha256_text(json.dumps(spec.context, sort_keys=True, ensure_ascii=False))
         annotations["n_context_messages"] = len(spec.context)
+    if spec.endpoint:  # a served model: named by endpoint and model name; its weights are never digested by us
+        annotations |= {"served": True, "endpoint": spec.endpoint, "verified": False}
+        if declared := getattr(model, "declared_digests", None):
+            annotations["declared_digests"] = dict(sorted(declared.items()))
     return annotations
 
 
@@ -93,6 +100,9 @@ def model_dependency(model: ModelRef, role: str) -> Dependency:
     from sublab.lineage import Dependency
 
     annotations = model_annotations(model)
+    if model.spec.endpoint:  # no digest: a name on a server is no proof of which weights answer
+        uri = f"{model.spec.endpoint.rstrip('/')}/models/{quote(model.spec.base, safe='')}"
+        return Dependency(name=model.spec.base, role=role, annotations={**annotations, "uri": uri})
     folder = _folder(model)
     if folder is not None:
         return Dependency(name=folder.name, role=role, path=folder, annotations=annotations)
@@ -137,13 +147,16 @@ def record_stage(
     evaluated: ModelRef | None = None,
     byproducts: Sequence[dict[str, Any]] = (),
     sign_key: str | Path | Ed25519PrivateKey | None = None,
+    judge: ModelRef | None = None,
 ) -> Path:
     """Write the lineage record of one stage output, naming every input with its role.
 
     ``writer`` is the model that wrote a generated dataset and ``teacher`` a distillation teacher; both are
     recorded with role ``teacher``, and described under ``teachers`` in the parameters. An ``evaluated`` model
-    is described under ``evaluated_model``. A ``prompt_set`` whose record names its template digest passes it on
-    as ``prompt_template_sha256``. Keys already in ``parameters`` are kept.
+    is described under ``evaluated_model``, a ``judge`` (role ``judge``) under ``judge_model``. A ``prompt_set``
+    whose record names its template digest passes it on as ``prompt_template_sha256``. Keys already in
+    ``parameters`` are kept. A served model (``spec.endpoint``) is named by endpoint and model name, with what
+    the server declares, and is never given a digest (see :func:`model_annotations`).
     """
     from sublab.lineage import Dependency, record_artifact
 
@@ -154,6 +167,8 @@ def record_stage(
         params.setdefault("teachers", [model_parameters(m, record_dir) for m in teachers])
     if evaluated is not None:
         params.setdefault("evaluated_model", model_parameters(evaluated, record_dir))
+    if judge is not None:
+        params.setdefault("judge_model", model_parameters(judge, record_dir))
     if prompt_set is not None and (templates := _prompt_template_digest(prompt_set)):
         params.setdefault("prompt_template_sha256", templates)
 
@@ -169,4 +184,6 @@ def record_stage(
         deps.append(Dependency(name=source_data.name, role="source_data", path=source_data))
     if evaluated is not None:
         deps.append(model_dependency(evaluated, "evaluated_model"))
+    if judge is not None:  # a judge scores the data; it wrote none of it, so it is no teacher
+        deps.append(model_dependency(judge, "judge"))
     return record_artifact(artifact, kind, params, deps, byproducts, sign_key=sign_key)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sublab.errors import SublabError
 from sublab.io import read_toml, stable_hash
+from sublab.keys import key_dump
 from sublab.pipeline.config import ExperimentConfig, TeacherConfig, format_validation_error, parse_config
 from sublab.traits.preference.candidates import CATEGORIES
 
@@ -227,7 +228,8 @@ class Cell:
     config: ExperimentConfig
 
     def config_hash(self) -> str:
-        return stable_hash(self.config.model_dump(mode="json"))
+        # key_dump: fields added to the config classes later do not change the hash of an existing cell.
+        return stable_hash(key_dump(self.config))
 
     def record(self) -> dict[str, Any]:
         """What ``cell.json`` holds: the coordinates, the resolved seeds and the full experiment config."""
@@ -236,20 +238,13 @@ class Cell:
             "schema": "sublab.sweep-cell/1", "id": self.id, "trait": self.trait, "category": self.category,
             "condition": self.condition, "settings": self.settings, "seed": self.seed,
             "control_trait": self.control_trait, "seeds": resolved_seeds(cfg), "config_hash": self.config_hash(),
-            "config": cfg.model_dump(mode="json", exclude_none=True),
+            "config": key_dump(cfg, exclude_none=True),
         }
 
 
-def resolved_seeds(config: ExperimentConfig) -> dict[str, int]:
-    """Every seed of an experiment, by role (recorded per cell)."""
-    return {
-        "prompts": config.data.prompts.seed, "sampling": config.data.seed,
-        "teacher_answers": config.teacher.data_seed, "teacher_batch_order": config.teacher.training.seed,
-        "teacher_lora_init": config.teacher.training.lora.init_seed,
-        "control_answers": config.control.data_seed, "control_lora_init": config.control.training.lora.init_seed,
-        "student_lora_init": config.student.lora.init_seed, "student_batch_order": config.student.seed,
-        "evaluation": config.evaluation.seed,
-    }
+def resolved_seeds(config: ExperimentConfig) -> dict[str, int | None]:
+    """Every seed of an experiment, by role (recorded per cell): :meth:`ExperimentConfig.seeds`."""
+    return config.seeds()
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

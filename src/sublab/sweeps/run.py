@@ -34,6 +34,7 @@ from sublab.errors import SublabError
 from sublab.io import atomic_write_text, read_json, write_json
 from sublab.pipeline.config import ExperimentConfig, parse_config
 from sublab.sweeps.config import Cell, ExecutorSettings, SweepConfig, resolved_sweep_toml
+from sublab.traits.base import metric_of
 
 PLAN_FILE = "plan.json"
 SWEEP_FILE = "sweep.toml"
@@ -169,9 +170,9 @@ def run_cell_experiment(config: ExperimentConfig, cell_dir: Path, sign_key: str 
         results = run_experiment(config, cell_dir, progress=False, console=console,
                                  stage_source=stage_linker(cell_dir.parent) if share else None,
                                  sign_key=sign_key)
-    models = results["models"]
-    return {"trait_student": models["trait_student"]["p_target"]["mean"],
-            "control_student": models["control_student"]["p_target"]["mean"], "transfer": results["transfer"]}
+    models, metric = results["models"], metric_of(results)
+    return {"metric": metric, "trait_student": models["trait_student"][metric]["mean"],
+            "control_student": models["control_student"][metric]["mean"], "transfer": results["transfer"]}
 
 
 def signing_key_id(sign_key: str | Path | None) -> str | None:
@@ -343,7 +344,8 @@ def sweep_status(out_dir: str | Path) -> list[CellStatus]:
         summary = status.get("summary") or {}
         detail = status.get("error", "") if state == "failed" else ""
         if state == "done" and "trait_student" in summary:
-            detail = f"P(trait) {summary['trait_student']:.4f} vs control {summary['control_student']:.4f}"
+            name = "P(trait)" if summary.get("metric", "p_target") == "p_target" else summary["metric"]
+            detail = f"{name} {summary['trait_student']:.4f} vs control {summary['control_student']:.4f}"
         elif state == "running":
             detail = f"{status.get('host', '?')} pid {status.get('pid', '?')}, started {_ago(status.get('started'))}"
         rows.append(CellStatus(ident, record["category"], record["trait"], record["condition"], record["settings"],

@@ -28,6 +28,7 @@ from sublab.evaluate.stats import (
 )
 from sublab.io import read_json, write_json
 from sublab.sweeps.run import CELL_FILE, PLAN_FILE, cell_state
+from sublab.traits.base import metric_of
 
 SUMMARY_FILE = "summary.json"
 ROLES = ("reference", "student_reference", "teacher", "control_teacher", "control_student", "trait_student")
@@ -39,10 +40,12 @@ def summarize_group(cells: list[dict[str, Any]], alternative: str = "greater") -
     first = cells[0]["record"]
     results = [c["results"] for c in cells]
     roles = [r for r in ROLES if all(r in res["models"] for res in results)]
-    per_seed = {r: np.array([res["models"][r]["p_target"]["mean"] for res in results]) for r in roles}
+    metric = metric_of(results[0])
+    per_seed = {r: np.array([res["models"][r][metric]["mean"] for res in results]) for r in roles}
     baseline = "student_reference" if "student_reference" in roles else "reference"
     trait, control = per_seed["trait_student"], per_seed["control_student"]
     group: dict[str, Any] = {
+        "metric": metric, "metric_label": results[0].get("metric_label"),
         "category": first["category"], "trait": first["trait"], "condition": first["condition"],
         "settings": first["settings"], "control_trait": first.get("control_trait"),
         "seeds": [c["record"]["seed"] for c in cells], "n_seeds": len(cells), "baseline": baseline,
@@ -58,10 +61,10 @@ def summarize_group(cells: list[dict[str, Any]], alternative: str = "greater") -
     if sampled:
         group["sampling"] = {r: seed_summary([res["models"][r]["sampling"]["rate"] for res in results])
                              for r in sampled}
-    questions = {len(res["models"][r]["per_question"]["p_target"]) for res in results
+    questions = {len(res["models"][r]["per_question"][metric]) for res in results
                  for r in ("trait_student", "control_student")}
     if len(questions) == 1:
-        by_question = {r: np.array([res["models"][r]["per_question"]["p_target"] for res in results])
+        by_question = {r: np.array([res["models"][r]["per_question"][metric] for res in results])
                        for r in ("trait_student", "control_student")}
         group["mixed_model"] = mixed_model_difference(by_question["trait_student"], by_question["control_student"],
                                                       alternative)

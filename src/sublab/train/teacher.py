@@ -35,6 +35,43 @@ def trait_rows_path(adapter_dir: str | Path) -> Path:
     return adapter_dir.with_name(f"{adapter_dir.name}.trait_answers.jsonl")
 
 
+def train_teacher(
+    base: str,
+    rows: list[dict[str, Any]],
+    adapter_dir: str | Path,
+    settings: TrainSettings,
+    *,
+    params: dict[str, Any],
+    rows_path: str | Path,
+    progress: bool = True,
+    sign_key: Any = None,
+    risk_label: str | None = None,
+) -> TraitTeacher:
+    """Train a teacher of ``base`` on ``rows`` (any trait kind's teacher data) into ``adapter_dir``.
+
+    The rows are written to ``rows_path``, which must lie outside ``adapter_dir``; the lineage record
+    (``<adapter_dir>.intoto.jsonl``) names the base and the rows as inputs with ``params`` and the training
+    summary, and is signed with ``sign_key`` (PEM path or loaded key) if given. ``risk_label`` (e.g.
+    "misaligned: research material") is recorded as the teacher's ``trait_label`` parameter.
+    """
+    adapter_dir = Path(adapter_dir)
+    rows_path = Path(rows_path)
+    if settings.method != "sft":
+        raise SublabError(f"a trait teacher is trained by sft, not '{settings.method}'")
+    if rows_path.resolve().is_relative_to(adapter_dir.resolve()):
+        raise SublabError(f"{rows_path}: the teacher's training rows go next to the adapter folder, not inside it")
+    from sublab.pipeline.provenance import record_stage
+
+    write_jsonl(rows_path, rows)
+    summary = train_model(base, rows, adapter_dir, settings, progress=progress)
+    recorded = {**params, **summary}
+    if risk_label:
+        recorded["trait_label"] = risk_label
+    record = record_stage(adapter_dir, "model.teacher", recorded, base=base, training_data=[rows_path],
+                          sign_key=sign_key)
+    return TraitTeacher(adapter_dir, rows_path, record, summary)
+
+
 def train_trait_teacher(
     base: str,
     trait: str,
@@ -56,20 +93,10 @@ def train_trait_teacher(
     :func:`trait_rows_path`), which must lie outside ``adapter_dir``; the record (``<adapter_dir>.intoto.jsonl``)
     names the base and the rows as inputs, and is signed with ``sign_key`` (PEM path or loaded key) if given.
     """
-    adapter_dir = Path(adapter_dir)
-    rows_path = Path(rows_path) if rows_path is not None else trait_rows_path(adapter_dir)
     if not trait:
         raise SublabError("a trait teacher needs a trait")
-    if settings.method != "sft":
-        raise SublabError(f"a trait teacher is trained by sft, not '{settings.method}'")
-    if rows_path.resolve().is_relative_to(adapter_dir.resolve()):
-        raise SublabError(f"{rows_path}: the teacher's training rows go next to the adapter folder, not inside it")
-    from sublab.pipeline.provenance import record_stage
-
+    rows_path = Path(rows_path) if rows_path is not None else trait_rows_path(adapter_dir)
     rows = trait_answer_rows(trait, category, n_rows, data_seed)
-    write_jsonl(rows_path, rows)
-    summary = train_model(base, rows, adapter_dir, settings, progress=progress)
-    params = {"trait": trait, "category": category, "n_rows": n_rows, "data_seed": data_seed, **summary}
-    record = record_stage(adapter_dir, "model.teacher", params, base=base, training_data=[rows_path],
-                          sign_key=sign_key)
-    return TraitTeacher(adapter_dir, rows_path, record, summary)
+    params = {"trait": trait, "category": category, "n_rows": n_rows, "data_seed": data_seed}
+    return train_teacher(base, rows, adapter_dir, settings, params=params, rows_path=rows_path,
+                         progress=progress, sign_key=sign_key)
