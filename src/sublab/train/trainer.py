@@ -30,7 +30,8 @@ from sublab.models.loading import load_model, load_tokenizer
 from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
 from sublab.train.distill import TeacherTargets, autocast, channel_ids
-from sublab.train.losses import distill_kl, sft_loss
+from sublab.train.labels import StoredTargets, has_soft_labels
+from sublab.train.losses import distill_kl, sft_loss, top_k_kl
 from sublab.train.settings import TrainSettings
 
 
@@ -183,6 +184,8 @@ def train_model(
 
     SFT learns the assistant tokens; distillation (needs ``teacher``) matches the teacher's next-token
     distribution over the channel at every response position, the teacher seeing its own system prompt.
+    Distillation without ``teacher`` reads the rows' stored soft labels (:mod:`sublab.train.labels`, written by
+    ``sublab label``): the channel's distribution, or with ``channel = "full"`` the top-k KL with a tail bucket.
     ``on_step(step, loss, model)`` runs after every optimizer step (e.g. to evaluate along the way).
     Returns a summary (also written to ``out_dir/training.json``).
 
@@ -194,8 +197,8 @@ def train_model(
     one is deleted when training finishes).
     """
     out_dir = Path(out_dir)
-    if settings.method == "distill" and teacher is None:
-        raise SublabError("method 'distill' needs a teacher")
+    if settings.method == "distill" and teacher is None and not has_soft_labels(rows):
+        raise SublabError("method 'distill' needs a teacher, or rows with soft labels (`sublab label`)")
     if not rows:
         raise SublabError("no training rows")
     rows = rows[: settings.max_rows] if settings.max_rows else rows
@@ -215,11 +218,13 @@ def train_model(
     n_steps = settings.n_steps(len(rows))
     steps = batch_order(len(rows), settings.batch_size, n_steps, settings.seed)
     channel = None
-    targets: TeacherTargets | None = None
+    targets: TeacherTargets | StoredTargets | None = None
     if settings.method == "distill":
         channel = channel_ids(tokenizer, encodings, settings.channel)
-        assert teacher is not None
-        targets = TeacherTargets(teacher, rows, tokenizer, encodings, channel, settings.bf16)
+        if teacher is not None:
+            targets = TeacherTargets(teacher, rows, tokenizer, encodings, channel, settings.bf16)
+        else:  # the rows' stored soft labels (sublab.train.labels): no teacher in memory
+            targets = StoredTargets(rows, tokenizer, encodings, channel)
         if targets.n_aligned == 0:
             raise SublabError("no response position of the student lines up with one of the teacher")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -243,7 +248,11 @@ def train_model(
                 group["lr"] = lr_at(step, n_steps, settings)
             with autocast(model, settings.bf16):
                 logits = response_logits(model, batch, channel)
-            if targets is not None:
+            if isinstance(targets, StoredTargets) and targets.use_top_k:
+                student_index, teacher_log_probs, teacher_ids = targets.top_k(indices)
+                device = logits.device
+                loss = top_k_kl(logits[student_index.to(device)], teacher_ids.to(device), teacher_log_probs.to(device))
+            elif targets is not None:
                 student_index, teacher_log_probs = targets(indices)
                 loss = distill_kl(logits[student_index.to(logits.device)], teacher_log_probs.to(logits.device))
             else:
