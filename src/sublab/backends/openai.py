@@ -109,8 +109,7 @@ def call_with_retries(fn: Callable[[], T], *, endpoint: str, what: str, retries:
     Raises :class:`ServerError` (one line naming ``endpoint``) after the last try, or at once for an error a
     retry cannot fix (400, 401, 404, 422, a response that is not what the API promises).
     """
-    import openai
-
+    openai = _openai()
     attempt = 0
     while True:
         try:
@@ -213,12 +212,20 @@ def declared_digests(entry: dict[str, Any]) -> dict[str, str]:
             if k not in VOLATILE_MODEL_FIELDS and isinstance(v, str | int | float) and not isinstance(v, bool)}
 
 
+def _openai() -> Any:
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise SublabError("served models need the openai package: pip install 'subliminal-lab[serve]'") from None
+    return openai
+
+
 class OpenAIBackend:
     """A model served behind an OpenAI-compatible API (see the module docstring for what is probed)."""
 
     def __init__(self, endpoint: str, model: str, options: ServerOptions | None = None,
                  system_prompt: str | None = None) -> None:
-        import openai
+        openai = _openai()
 
         self.endpoint = endpoint.rstrip("/")
         self.model = model
@@ -284,8 +291,7 @@ class OpenAIBackend:
             return self._identity
 
     def _fetch_identity(self) -> BackendIdentity:
-        import openai
-
+        openai = _openai()
         digests: dict[str, str] = {}
         try:
             listing = self._call("listing models", lambda: self.client.get("/models", cast_to=object))
