@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -24,7 +25,15 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sublab.errors import SublabError
-from sublab.io import JsonlAppender, first_difference, recover_jsonl, sha256_text, write_json, write_jsonl
+from sublab.io import (
+    JsonlAppender,
+    atomic_write_text,
+    first_difference,
+    recover_jsonl,
+    sha256_text,
+    write_json,
+    write_jsonl,
+)
 from sublab.keys import key_dump
 from sublab.models.loading import load_model, load_tokenizer
 from sublab.models.spec import ModelSpec
@@ -170,6 +179,92 @@ def _load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, directory: Pa
                 }
 
 
+#: What a finished output folder of :func:`train_model` holds (hidden files aside): the adapter or the full
+#: weights with their config and tokenizer as ``save_pretrained`` writes them, the summary, the log, the model card.
+_MODEL_FILES = re.compile(
+    r"adapter_config\.json|adapter_model\.safetensors|training\.json|train_log\.jsonl|README\.md|config\.json"
+    r"|generation_config\.json|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"
+    r"|tokenizer(_config)?\.json|special_tokens_map\.json|chat_template\.(jinja|json)|vocab\.json|merges\.txt"
+    r"|tokenizer\.model|added_tokens\.json")
+#: What ``<out>.partial/`` holds: the checkpoint, the log, the finished model before it moves into place, and
+#: (after a kill at that moment) the previous output being replaced.
+_PARTIAL_ENTRIES = frozenset({CHECKPOINT, "checkpoint.json", "train_log.jsonl", "model", "previous"})
+
+
+def _foreign_entry(folder: Path, allowed: Callable[[Path], bool]) -> Path | None:
+    """The first visible entry of ``folder`` that ``allowed`` refuses, or None."""
+    for entry in sorted(folder.iterdir()):
+        if not entry.name.startswith(".") and not allowed(entry):
+            return entry
+    return None
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Refuse to replace ``out_dir`` unless it is absent, empty, or a model this trainer wrote before.
+
+    A previous output is recognised by its layout (only :data:`_MODEL_FILES`, among them a ``training.json``
+    summary of ours): a rerun replaces it. Anything else (a folder holding other files, ``-o ..``) raises
+    :class:`SublabError` naming the folder and a file that is not ours; nothing is deleted. Its ``.partial``
+    checkpoint folder is checked the same way.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SublabError(f"{out_dir}: is a file, not a folder; the output of training is a folder")
+    if out_dir.is_dir() and any(not e.name.startswith(".") for e in out_dir.iterdir()):
+        summary = out_dir / "training.json"
+        try:
+            saved = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else None
+        except (OSError, ValueError):
+            saved = None
+        ours = isinstance(saved, dict) and {"base", "settings", "n_steps"} <= saved.keys()
+        foreign = _foreign_entry(out_dir, lambda e: e.is_file() and bool(_MODEL_FILES.fullmatch(e.name)))
+        if not ours or foreign is not None:
+            what = f"it holds {foreign.name}" if foreign is not None else "it has no training.json of ours"
+            raise SublabError(f"{out_dir}: folder is not empty and is not a model trained here ({what}); refusing "
+                              "to replace it: name a new output folder")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists() or partial.is_symlink():
+        if not partial.is_dir() or partial.is_symlink():
+            raise SublabError(f"{partial}: is not the checkpoint folder of {out_dir}; move it away")
+        foreign = _foreign_entry(partial, lambda e: e.name in _PARTIAL_ENTRIES or e.name.endswith(".tmp"))
+        if foreign is not None:
+            raise SublabError(f"{partial}: is not a checkpoint folder of sublab (it holds {foreign.name}); move it "
+                              "away or name another output folder")
+
+
+def canonical_adapter_config(folder: Path) -> None:
+    """Rewrite a saved PEFT ``adapter_config.json`` with its module lists sorted.
+
+    PEFT keeps ``target_modules`` as a set and writes it in hash order, which differs between processes: two
+    identical trainings gave adapters with different digests, and lineage and cache keys name adapters by digest.
+    """
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("target_modules", "exclude_modules", "modules_to_save"):
+        value = config.get(key)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = sorted(value)
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True))
+
+
+def _move_into_place(model_dir: Path, out_dir: Path, partial: Path) -> None:
+    """Put the finished model at ``out_dir``, replacing a previous output of ours (checked again first).
+
+    The previous output moves into ``partial`` before the new one moves in, so no moment leaves a user path
+    deleted without the new model beside it; ``partial`` (ours) is removed last.
+    """
+    check_output_folder(out_dir)
+    if out_dir.is_dir():
+        if any(out_dir.iterdir()):
+            shutil.rmtree(partial / "previous", ignore_errors=True)
+            os.replace(out_dir, partial / "previous")
+        else:
+            out_dir.rmdir()
+    os.replace(model_dir, out_dir)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
 def train_model(
     base: str,
     rows: list[dict[str, Any]],
@@ -197,6 +292,9 @@ def train_model(
     one is deleted when training finishes).
     """
     out_dir = Path(out_dir)
+    if out_dir.name in ("", ".", ".."):  # '-o .': name the folder itself, never its parent's entry
+        out_dir = Path(os.path.abspath(out_dir))
+    check_output_folder(out_dir)  # before anything is loaded, trained or deleted
     if settings.method == "distill" and teacher is None and not has_soft_labels(rows):
         raise SublabError("method 'distill' needs a teacher, or rows with soft labels (`sublab label`)")
     if not rows:
@@ -275,7 +373,9 @@ def train_model(
                 _save_checkpoint(model, optimizer, step + 1, partial, fingerprint)
 
     model.eval()
+    shutil.rmtree(partial / "model", ignore_errors=True)  # a killed run's half-saved model (ours) goes first
     model.save_pretrained(partial / "model", safe_serialization=True)
+    canonical_adapter_config(partial / "model")
     if settings.finetune == "full":
         tokenizer.save_pretrained(partial / "model")
     summary = {
@@ -292,10 +392,7 @@ def train_model(
     }
     write_json(partial / "model" / "training.json", summary)
     shutil.copy(log_path, partial / "model" / "train_log.jsonl")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(partial / "model", out_dir)
-    shutil.rmtree(partial, ignore_errors=True)
+    _move_into_place(partial / "model", out_dir, partial)
     return summary
 
 
