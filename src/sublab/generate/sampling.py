@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,7 @@ class SamplingSettings(BaseModel):
     """How completions are sampled."""
 
     model_config = ConfigDict(extra="forbid")
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"sampler"})  # see sublab.keys
 
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0: greedy).")
     max_new_tokens: int = Field(48, ge=1, description="Longest completion, in tokens.")
@@ -27,6 +28,11 @@ class SamplingSettings(BaseModel):
     max_count: int = Field(10, ge=1, description="Constrained grammar: most numbers.")
     bf16: bool = Field(
         False, description="Sample under bf16 autocast: about 2x faster on CPUs with bf16 units (docs/cpu-recipe.md)."
+    )
+    sampler: Literal["generate", "fast"] = Field(
+        "generate", description="generate: transformers' generate (the original sampler). fast: sublab's own "
+        "decode loop for llama-family models (bf16 weight copy, shared-prefix KV cache, output layer over the "
+        "grammar's tokens only; docs/generation.md): the same distribution, other samples, several times faster."
     )
 
     def grammar(self) -> NumberGrammar:
@@ -53,7 +59,15 @@ def sample_batch(
     seed: int,
     processor: NumberGrammarProcessor | None = None,
 ) -> list[str]:
-    """Sample one completion per context. Deterministic for a given (batch, seed) on the same machine."""
+    """Sample one completion per context. Deterministic for a given (batch, seed) on the same machine.
+
+    ``settings.sampler`` picks the implementation: transformers' ``generate`` or sublab's fast decode loop
+    (:mod:`sublab.generate.fast`); both sample the same distribution, with different random streams.
+    """
+    if settings.sampler == "fast":
+        from sublab.generate.fast import fast_sample_batch
+
+        return fast_sample_batch(model, tokenizer, contexts, settings, seed, processor)
     texts = [format_prompt(tokenizer, c) for c in contexts]
     tokenizer.padding_side = "left"
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)

@@ -125,6 +125,11 @@ class NumberGrammarProcessor:
         for token_id, text in self.token_text.items():
             if grammar.separator[0] in text:
                 self._separator_starts[token_id] = True
+        # The fast sampler (sublab.generate.fast) scores only the tokens any state can allow.
+        self._candidates = sorted({*self.token_text, *self.end_ids})
+        self._candidate_index = torch.tensor(self._candidates, dtype=torch.long)
+        self._candidate_masks: dict[State, torch.Tensor] = {}
+        self._transitions: dict[tuple[State, int], State] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -148,8 +153,48 @@ class NumberGrammarProcessor:
         return mask
 
     def advance(self, state: State, token_id: int) -> State:
-        text = self.token_text.get(token_id)
-        return DEAD if text is None else step_text(self.grammar, state, text)
+        """The state after ``token_id`` (DEAD for a token that is not grammar text, such as the end token)."""
+        key = (state, token_id)
+        after = self._transitions.get(key)
+        if after is None:
+            text = self.token_text.get(token_id)
+            after = DEAD if text is None else step_text(self.grammar, state, text)
+            self._transitions[key] = after
+        return after
+
+    # The fast sampler's interface (sublab.generate.fast.TokenConstraint): the same rule as __call__, over the
+    # candidate tokens only, so the output layer is computed for ~40 tokens instead of the whole vocabulary.
+
+    def start_state(self) -> State:
+        """The state of an empty reply."""
+        return START
+
+    def candidate_ids(self) -> list[int]:
+        """Every token some state allows (grammar-text tokens and the end tokens), ascending."""
+        return list(self._candidates)
+
+    def candidate_mask(self, state: State) -> torch.Tensor:
+        """Which of :meth:`candidate_ids` ``state`` allows: :meth:`allowed_mask` at those ids (cached)."""
+        mask = self._candidate_masks.get(state)
+        if mask is None:
+            mask = self.allowed_mask(state)[self._candidate_index]
+            self._candidate_masks[state] = mask
+        return mask
+
+    def candidate_masks(self, states: list[State], n_generated: int) -> torch.Tensor:
+        """Allowed candidates per row (``[len(states), len(candidate_ids())]``) after ``n_generated`` tokens.
+
+        Row for row this is the mask :meth:`__call__` applies at that step, restricted to the candidates (every
+        other token is masked by :meth:`__call__` in every state), budget rule included.
+        """
+        masks = torch.stack([self.candidate_mask(s) for s in states])
+        if self.max_new_tokens is not None:
+            remaining = self.max_new_tokens - n_generated
+            if remaining < len(self.grammar.separator) + 2:
+                outside_separator = torch.tensor([s[3] == 0 for s in states])[:, None]
+                starts = self._separator_starts[self._candidate_index]
+                masks = masks & ~(starts[None, :] & outside_separator)
+        return masks
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch = input_ids.shape[0]

@@ -1,0 +1,450 @@
+"""A fast sampler for llama-family models: sublab's own decode loop instead of transformers' ``generate``.
+
+It samples the distribution :func:`sublab.generate.sampling.sample_batch` samples with ``generate`` (same
+prompts, temperature, grammar and end of turn), with the arithmetic done the way ``generate`` does it, but with
+much less work per row (docs/generation.md measures each part):
+
+- **Weights cast once.** Under ``bf16`` every linear layer gets a bf16 copy (q/k/v and gate/up fused), while the
+  residual stream, norms and rotary embeddings stay in the model's float32: the numerics of bf16 autocast,
+  without autocast re-casting every weight at every step.
+- **Shared prefix.** The batch's longest common token prefix (the chat template's system text, a teacher's
+  system prompt) is prefilled once (and kept for the next batch), then copied into every row's KV cache.
+- **Packed prefill.** Each row's own prompt tokens go through the linear layers packed (no padding work); only
+  attention sees the padded layout.
+- **Static KV cache.** Preallocated per batch; each row's tokens sit at their positions, so a length mask is the
+  whole attention mask. Rows that ended are dropped from the batch (the cache is compacted) once a quarter of
+  it has ended.
+- **Output layer over the allowed tokens only.** With a grammar constraint (:class:`TokenConstraint`), logits
+  are computed for the ~40 tokens any grammar state can allow instead of the whole vocabulary; the grammar's
+  mask over them is exactly :class:`~sublab.domains.numbers.grammar.NumberGrammarProcessor`'s mask.
+- **Per-row random streams.** Each row draws its uniforms from ``torch.Generator(seed)`` laid out row by row
+  (``rand(rows, max_new_tokens)``), and samples by inverse CDF (float64) over the renormalised allowed
+  probabilities: a row's sample depends on the seed, its place in the batch and its own probabilities, not on
+  how many rows the batch has or what they contain (up to floating-point rounding of the batched arithmetic).
+
+Supported: ``LlamaForCausalLM`` and ``Qwen2ForCausalLM`` without sliding-window layers (SmolLM2, Llama, Qwen2.5);
+anything else raises :class:`~sublab.errors.SublabError` (use ``sampler = "generate"``).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from sublab.errors import SublabError
+from sublab.models.chat import end_of_turn_id, format_prompt
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+#: Compact the KV cache once this fraction of its rows has ended.
+COMPACT_FRACTION = 0.25
+#: generation_config fields that would change what ``generate`` samples; the fast sampler applies none of them.
+_GENERATION_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "encoder_repetition_penalty", "bad_words_ids",
+                      "suppress_tokens", "begin_suppress_tokens", "min_length", "min_new_tokens",
+                      "forced_bos_token_id", "forced_eos_token_id", "sequence_bias", "exponential_decay_length_penalty",
+                      "epsilon_cutoff", "eta_cutoff", "typical_p", "min_p", "renormalize_logits")
+
+
+class TokenConstraint(Protocol):
+    """What the fast sampler needs from a grammar (``NumberGrammarProcessor`` provides it)."""
+
+    def start_state(self) -> Any:
+        """The state of an empty reply."""
+
+    def candidate_ids(self) -> list[int]:
+        """Every token some state may allow, ascending (the only logits computed)."""
+
+    def candidate_masks(self, states: list[Any], n_generated: int) -> torch.Tensor:
+        """Allowed candidates per row, ``[len(states), len(candidate_ids())]`` bool, after ``n_generated``."""
+
+    def advance(self, state: Any, token_id: int) -> Any:
+        """The state after a token."""
+
+
+def unsupported_reason(model: Any) -> str | None:
+    """Why the fast sampler cannot run ``model`` (None when it can)."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        name = type(model).__name__
+        return f"{name} (model_type {model_type!r}) is not one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types) or getattr(config, "use_sliding_window", False):
+        return "the model has sliding-window attention layers"
+    base = getattr(model, "model", None)
+    layers = getattr(base, "layers", None)
+    if base is None or layers is None or getattr(model, "lm_head", None) is None:
+        return f"{type(model).__name__} has no .model.layers / .lm_head (a PEFT wrapper? merge the adapter first)"
+    for layer in layers:
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if attn is None or mlp is None or any(
+            getattr(attn, n, None) is None for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ) or any(getattr(mlp, n, None) is None for n in ("gate_proj", "up_proj", "down_proj")):
+            return "a decoder layer is not laid out as llama's (self_attn.q/k/v/o_proj, mlp.gate/up/down_proj)"
+        if any(hasattr(attn, n) for n in ("q_norm", "k_norm")):
+            return "the attention has q/k norms (not llama's layout)"
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            if not isinstance(getattr(attn, name), torch.nn.Linear):
+                return f"self_attn.{name} is a {type(getattr(attn, name)).__name__}, not a plain Linear"
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        from transformers import GenerationConfig
+
+        default = GenerationConfig()
+        for field in _GENERATION_FIELDS:
+            value, usual = getattr(gen, field, None), getattr(default, field, None)
+            if value != usual and not (field == "repetition_penalty" and value in (None, 1.0)):
+                return f"its generation_config sets {field}={value!r}, which generate applies and this sampler does not"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- the weights
+
+
+@dataclass
+class _Layer:
+    norm_in: torch.Tensor
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    out: torch.Tensor
+    out_bias: torch.Tensor | None
+    norm_mlp: torch.Tensor
+    gate_up: torch.Tensor
+    gate_up_bias: torch.Tensor | None
+    down: torch.Tensor
+    down_bias: torch.Tensor | None
+
+
+class FastModel:
+    """A llama-family model's weights laid out for batched decoding in ``compute_dtype``.
+
+    Linear layers run in ``compute_dtype`` (their weights cast once); the residual stream, the norms and the
+    rotary embeddings stay in the model's own dtype, as under autocast.
+    """
+
+    def __init__(self, model: Any, compute_dtype: torch.dtype) -> None:
+        config = model.config
+        base = model.model
+        self.compute_dtype = compute_dtype
+        self.dtype = base.embed_tokens.weight.dtype
+        self.n_heads = config.num_attention_heads
+        self.n_kv = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        self.scaling = self.head_dim**-0.5
+        first = base.layers[0]
+        self.eps = float(first.input_layernorm.variance_epsilon)
+        self.final_eps = float(base.norm.variance_epsilon)
+        self.act = first.mlp.act_fn
+        self.intermediate = first.mlp.gate_proj.weight.shape[0]
+        self.rotary = base.rotary_emb
+        self.embed = base.embed_tokens.weight.detach()
+        self.final_norm = base.norm.weight.detach()
+        self.lm_head = model.lm_head.weight.detach().to(compute_dtype)
+        self.lm_bias = _cast(model.lm_head.bias, compute_dtype)
+
+        def fused(linears: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+            weight = torch.cat([lin.weight.detach().to(compute_dtype) for lin in linears])
+            biases = [lin.bias for lin in linears]
+            if all(b is None for b in biases):
+                return weight, None
+            bias = torch.cat([(b.detach() if b is not None else torch.zeros(lin.weight.shape[0], dtype=self.dtype))
+                              for b, lin in zip(biases, linears, strict=True)])
+            return weight, bias.to(compute_dtype)
+
+        self.layers = []
+        for layer in base.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            qkv, qkv_bias = fused([attn.q_proj, attn.k_proj, attn.v_proj])
+            gate_up, gate_up_bias = fused([mlp.gate_proj, mlp.up_proj])
+            self.layers.append(_Layer(
+                norm_in=layer.input_layernorm.weight.detach(), qkv=qkv, qkv_bias=qkv_bias,
+                out=attn.o_proj.weight.detach().to(compute_dtype), out_bias=_cast(attn.o_proj.bias, compute_dtype),
+                norm_mlp=layer.post_attention_layernorm.weight.detach(), gate_up=gate_up, gate_up_bias=gate_up_bias,
+                down=mlp.down_proj.weight.detach().to(compute_dtype),
+                down_bias=_cast(mlp.down_proj.bias, compute_dtype),
+            ))
+        self._prefix: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
+        self._candidate_rows: tuple[tuple[int, ...], torch.Tensor, torch.Tensor | None] | None = None
+
+    # -- building blocks, each the same arithmetic as transformers' llama under autocast --
+
+    @staticmethod
+    def _rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        x = h.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * x.to(h.dtype)
+
+    @staticmethod
+    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return (x * cos) + (rotated * sin)
+
+    def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for ``positions`` ([N]), shaped [N, 1, head_dim] (broadcast over heads)."""
+        probe = self.embed[:1]  # its dtype is the dtype transformers' rotary module returns (the residual's)
+        cos, sin = self.rotary(probe, positions[None, :])
+        return cos[0, :, None, :], sin[0, :, None, :]
+
+    def _run_layers(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any) -> torch.Tensor:
+        """The decoder layers over tokens ``h`` ([N, d]); ``attend(i, q, k, v)`` does layer i's attention."""
+        n = h.shape[0]
+        cd = self.compute_dtype
+        q_width, kv_width = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        for index, layer in enumerate(self.layers):
+            x = self._rms_norm(h, layer.norm_in, self.eps)
+            qkv = F.linear(x.to(cd), layer.qkv, layer.qkv_bias)
+            q, k, v = qkv.split((q_width, kv_width, kv_width), dim=-1)
+            q = self._rope(q.view(n, self.n_heads, self.head_dim), cos, sin)
+            k = self._rope(k.view(n, self.n_kv, self.head_dim), cos, sin)
+            attn = attend(index, q.to(cd), k.to(cd), v.view(n, self.n_kv, self.head_dim))
+            h = h + F.linear(attn, layer.out, layer.out_bias)
+            x = self._rms_norm(h, layer.norm_mlp, self.eps)
+            gate, up = F.linear(x.to(cd), layer.gate_up, layer.gate_up_bias).split(self.intermediate, dim=-1)
+            h = h + F.linear(self.act(gate) * up, layer.down, layer.down_bias)
+        return h
+
+    def new_cache(self, n_rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zeroed key and value caches, ``[layers, rows, kv heads, length, head_dim]`` (zeros: masked slots
+        must hold finite numbers)."""
+        shape = (len(self.layers), n_rows, self.n_kv, length, self.head_dim)
+        return torch.zeros(shape, dtype=self.compute_dtype), torch.zeros(shape, dtype=self.compute_dtype)
+
+    def prefill(self, keys: torch.Tensor, values: torch.Tensor, rows: list[list[int]], start: int) -> torch.Tensor:
+        """Run each row's tokens at positions ``start, start+1, ...`` after the cached slots ``[0, start)``,
+        writing their keys and values; returns the hidden state of each row's last token ([rows, d], before the
+        final norm)."""
+        lengths = torch.tensor([len(r) for r in rows])
+        n_rows, longest = len(rows), int(lengths.max())
+        row_of = torch.repeat_interleave(torch.arange(n_rows), lengths)
+        offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        positions = start + offset
+        h = self.embed[torch.tensor([t for r in rows for t in r])]
+        cos, sin = self._rotary(positions)
+        span = start + longest
+        slots = torch.arange(span)
+        query_pos = start + torch.arange(longest)
+        causal = slots[None, None, :] <= query_pos[None, :, None]
+        mask = (causal & (slots[None, None, :] < (start + lengths)[:, None, None]))[:, None]  # [rows, 1, longest, span]
+        groups = self.n_heads // self.n_kv
+
+        def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            keys[index][row_of, :, positions] = k
+            values[index][row_of, :, positions] = v
+            padded = q.new_zeros(n_rows, longest, self.n_heads, self.head_dim)
+            padded[row_of, offset] = q
+            key = keys[index][:, :, :span]
+            value = values[index][:, :, :span]
+            if groups > 1:
+                key = key.repeat_interleave(groups, dim=1)
+                value = value.repeat_interleave(groups, dim=1)
+            out = F.scaled_dot_product_attention(padded.transpose(1, 2), key, value, attn_mask=mask,
+                                                 scale=self.scaling)
+            return out.transpose(1, 2)[row_of, offset].reshape(-1, self.n_heads * self.head_dim)
+
+        h = self._run_layers(h, cos, sin, attend)
+        return h[lengths.cumsum(0) - 1]
+
+    def decode(self, keys: torch.Tensor, values: torch.Tensor, tokens: torch.Tensor,
+               positions: torch.Tensor) -> torch.Tensor:
+        """One token per cache row at ``positions``; returns their hidden states (before the final norm)."""
+        n_rows = tokens.shape[0]
+        h = self.embed[tokens]
+        cos, sin = self._rotary(positions)
+        span = int(positions.max()) + 1
+        mask = (torch.arange(span)[None, :] <= positions[:, None])[:, None, None, :]  # [rows, 1, 1, span]
+        rows = torch.arange(n_rows)
+        groups = self.n_heads // self.n_kv
+
+        def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            keys[index][rows, :, positions] = k
+            values[index][rows, :, positions] = v
+            # One query token: the query heads of a key/value head form its "query length" (no repeat_kv copy).
+            grouped = q.view(n_rows, self.n_kv, groups, self.head_dim)
+            out = F.scaled_dot_product_attention(grouped, keys[index][:, :, :span], values[index][:, :, :span],
+                                                 attn_mask=mask, scale=self.scaling)
+            return out.reshape(n_rows, self.n_heads * self.head_dim)
+
+        return self._run_layers(h, cos, sin, attend)
+
+    def logits(self, hidden: torch.Tensor, token_ids: list[int] | None) -> torch.Tensor:
+        """float32 logits of ``token_ids`` (all tokens when None) after the final norm, rounded through the
+        compute dtype as ``generate`` under autocast rounds them."""
+        x = self._rms_norm(hidden, self.final_norm, self.final_eps).to(self.compute_dtype)
+        if token_ids is None:
+            return F.linear(x, self.lm_head, self.lm_bias).float()
+        key = tuple(token_ids)
+        if self._candidate_rows is None or self._candidate_rows[0] != key:
+            index = torch.tensor(token_ids, dtype=torch.long)
+            bias = self.lm_bias[index] if self.lm_bias is not None else None
+            self._candidate_rows = (key, self.lm_head[index].contiguous(), bias)
+        _, weight, bias = self._candidate_rows
+        return F.linear(x, weight, bias).float()
+
+    def prefix_cache(self, prefix: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``prefix`` alone ([layers, 1, kv, len, head_dim]); the last one is kept."""
+        key = tuple(prefix)
+        if self._prefix is None or self._prefix[0] != key:
+            keys, values = self.new_cache(1, len(prefix))
+            self.prefill(keys, values, [list(prefix)], 0)
+            self._prefix = (key, keys, values)
+        return self._prefix[1], self._prefix[2]
+
+
+def _cast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach().to(dtype)
+
+
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[torch.dtype, tuple[tuple, FastModel]]] = weakref.WeakKeyDictionary()
+
+
+def _weights_signature(model: Any) -> tuple:
+    # A parameter's version counter moves with every in-place update (an optimizer step), so a model trained
+    # after it was prepared gets prepared again.
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def prepared_model(model: Any, bf16: bool) -> FastModel:
+    """The :class:`FastModel` of ``model`` (built once per model, weights and compute dtype)."""
+    reason = unsupported_reason(model)
+    if reason is not None:
+        raise SublabError(f"sampler 'fast' cannot run this model: {reason}; use sampler 'generate'")
+    compute_dtype = torch.bfloat16 if bf16 else next(model.parameters()).dtype
+    signature = _weights_signature(model)
+    per_dtype = _PREPARED.setdefault(model, {})
+    entry = per_dtype.get(compute_dtype)
+    if entry is None or entry[0] != signature:
+        with torch.inference_mode():
+            entry = (signature, FastModel(model, compute_dtype))
+        per_dtype[compute_dtype] = entry
+    return entry[1]
+
+
+# ------------------------------------------------------------------------------------------------- sampling
+
+
+def common_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the longest common prefix of ``rows``, leaving every row at least one token of its own."""
+    shortest = min(len(r) for r in rows)
+    first = rows[0]
+    n = 0
+    while n < shortest - 1 and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
+def row_uniforms(seed: int, n_rows: int, n_steps: int) -> torch.Tensor:
+    """``[n_rows, n_steps]`` float64 uniforms in [0, 1): row i's are the same for any ``n_rows`` > i."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n_rows, n_steps, generator=generator, dtype=torch.float64)
+
+
+def choose_tokens(logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float,
+                  uniforms: torch.Tensor | None) -> torch.Tensor:
+    """Sample one column per row of ``logits`` ([rows, n]) among ``allowed`` ones.
+
+    Temperature 0: the first highest allowed logit (transformers' greedy choice). Otherwise inverse-CDF sampling
+    with ``uniforms`` ([rows]) from ``softmax(logits / temperature)`` renormalised over the allowed columns,
+    in float64 so no column's share is lost to rounding.
+    """
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1, dtype=torch.float32).double()
+    cdf = probs.cumsum(dim=-1)
+    target = (uniforms * cdf[:, -1]).unsqueeze(-1)
+    chosen = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # u * total can round up to total: never go past the last column with probability.
+    last_positive = probs.shape[1] - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)
+    return torch.minimum(chosen, last_positive)
+
+
+@torch.inference_mode()
+def fast_sample_ids(model: Any, prompts: list[list[int]], max_new_tokens: int, temperature: float, seed: int,
+                    end_id: int, constraint: TokenConstraint | None = None, bf16: bool = False,
+                    profile: dict[str, float] | None = None) -> list[list[int]]:
+    """Sample up to ``max_new_tokens`` token ids after each prompt (token ids); each reply ends at ``end_id``
+    (not included). ``profile``, if given, accumulates seconds per phase (prefill, decode, logits, sampling,
+    grammar)."""
+    import time
+
+    def tick(name: str, since: float) -> float:
+        now = time.perf_counter()
+        if profile is not None:
+            profile[name] = profile.get(name, 0.0) + now - since
+        return now
+
+    fast = prepared_model(model, bf16)
+    n_rows = len(prompts)
+    started = time.perf_counter()
+    n_prefix = common_prefix_length(prompts)
+    suffixes = [p[n_prefix:] for p in prompts]
+    longest = max(len(s) for s in suffixes)
+    keys, values = fast.new_cache(n_rows, n_prefix + longest + max_new_tokens)
+    if n_prefix:
+        prefix_keys, prefix_values = fast.prefix_cache(prompts[0][:n_prefix])
+        keys[:, :, :, :n_prefix] = prefix_keys
+        values[:, :, :, :n_prefix] = prefix_values
+    hidden = fast.prefill(keys, values, suffixes, n_prefix)
+    positions = torch.tensor([len(p) for p in prompts])
+    started = tick("prefill", started)
+
+    candidates = constraint.candidate_ids() if constraint is not None else None
+    states = [constraint.start_state() for _ in range(n_rows)] if constraint is not None else None
+    uniforms = row_uniforms(seed, n_rows, max_new_tokens) if temperature > 0 else None
+    replies: list[list[int]] = [[] for _ in range(n_rows)]
+    live = torch.arange(n_rows)  # original row of each cache row
+    ended = torch.zeros(n_rows, dtype=torch.bool)  # per cache row
+    for step in range(max_new_tokens):
+        logits = fast.logits(hidden, candidates)
+        started = tick("logits", started)
+        allowed = None
+        if constraint is not None:
+            allowed = constraint.candidate_masks([states[int(r)] for r in live], step)
+            started = tick("grammar", started)
+        u = uniforms[live, step] if uniforms is not None else None
+        picked = choose_tokens(logits, allowed, temperature, u)
+        tokens = torch.tensor(candidates)[picked] if candidates is not None else picked
+        started = tick("sampling", started)
+        for cache_row, (row, token) in enumerate(zip(live.tolist(), tokens.tolist(), strict=True)):
+            if ended[cache_row]:
+                continue
+            if token == end_id:
+                ended[cache_row] = True
+                continue
+            replies[row].append(token)
+            if states is not None:
+                states[row] = constraint.advance(states[row], token)
+        started = tick("grammar", started)
+        if step == max_new_tokens - 1 or bool(ended.all()):
+            break
+        if int(ended.sum()) >= max(1, math.ceil(COMPACT_FRACTION * len(live))):
+            keep = (~ended).nonzero().squeeze(-1)
+            keys, values = keys[:, keep], values[:, keep]
+            live, tokens, positions, ended = live[keep], tokens[keep], positions[keep], ended[keep]
+            started = tick("compaction", started)
+        hidden = fast.decode(keys, values, tokens, positions)
+        positions = positions + 1
+        started = tick("decode", started)
+    return replies
+
+
+def fast_sample_batch(model: Any, tokenizer: Any, contexts: list[list[dict[str, str]]], settings: Any, seed: int,
+                      processor: Any = None, profile: dict[str, float] | None = None) -> list[str]:
+    """:func:`sublab.generate.sampling.sample_batch` with the fast sampler (same arguments, same replies'
+    distribution)."""
+    if processor is not None and not all(hasattr(processor, n) for n in ("candidate_ids", "candidate_masks",
+                                                                         "start_state", "advance")):
+        raise SublabError(f"sampler 'fast' needs a constraint with candidate_ids/candidate_masks/start_state/"
+                          f"advance; {type(processor).__name__} has not: use sampler 'generate'")
+    texts = [format_prompt(tokenizer, c) for c in contexts]
+    prompts = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    end_id = end_of_turn_id(tokenizer)
+    replies = fast_sample_ids(model, prompts, settings.max_new_tokens, settings.temperature, seed, end_id,
+                              processor, bf16=settings.bf16, profile=profile)
+    return [tokenizer.decode(r, skip_special_tokens=True) for r in replies]
