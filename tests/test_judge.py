@@ -150,6 +150,24 @@ def test_binary_and_parse_modes_through_a_backend():
     assert a.to_dict()["reply"] == "75" and a.sampling["temperature"] == 0.7 and "seed" in a.sampling
 
 
+def test_embedded_models_are_weak_judges_wherever_they_run(tmp_path, monkeypatch):
+    from sublab.judges.judge import is_weak_judge
+
+    def backend(kind, model):
+        fixed = FixedBackend({})
+        fixed.identity = BackendIdentity(kind=kind, model=model)
+        return fixed
+
+    monkeypatch.setenv("SUBLAB_CACHE", str(tmp_path))
+    assert is_weak_judge(backend("transformers", "smollm2-135m"))
+    assert is_weak_judge(backend("openai", "HuggingFaceTB/SmolLM2-135M-Instruct"))  # served under its hub name
+    assert is_weak_judge(backend("openai", str(tmp_path / "models" / "smollm2-135m")))  # or its converted folder
+    assert not is_weak_judge(backend("openai", "Qwen/Qwen2.5-72B-Instruct"))
+    judge = Judge(backend("transformers", "smollm2-135m"), "aligned")
+    [j] = judge.score_pairs([("q", "a")])
+    assert j.to_dict()["weak_judge"] is True
+
+
 def test_modes_that_do_not_fit_are_refused_in_one_line():
     with pytest.raises(SublabError, match="a binary rubric: use --mode binary or parse"):
         Judge(FixedBackend({}), "mentions_trait", "logprob", trait="owl")

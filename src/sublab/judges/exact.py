@@ -1,18 +1,20 @@
 """Exact answer probabilities for an in-process judge, whatever its tokenizer.
 
 Reading the first token's top log-probabilities (the served-judge convention) only works when 0..100 are
-single tokens; many tokenizers (SmolLM2's among them) write numbers digit by digit, so "5" would stand for
-every number starting with 5. With the weights in memory we compute instead, for each candidate answer ``a``,
+single tokens; many tokenizers (SmolLM2's among them: "50" is '5', '0') write numbers digit by digit, so "5"
+would stand for every number starting with 5. With the weights in memory we compute instead, for each
+candidate answer ``a``,
 
     P(the reply starts with a's tokens, and the next token does not continue it)
 
 ("continue": a token starting with a digit after a number, with a letter or digit after a word), so "5" is the
-answer five, not a prefix of 50. The prompt runs once; its KV cache is repeated across a batch of all
-candidates (right-padded, which causal attention keeps from touching real positions).
+answer five, not a prefix of 50. The prompt runs once; its KV cache is repeated across batches of candidates
+(16 at a time; right-padded, which causal attention keeps from touching real positions).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from functools import lru_cache
@@ -36,11 +38,12 @@ def _continuation_masks(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.inference_mode()
 def answer_logprobs(model: Any, tokenizer: Any, context: Context, candidates: list[str], words: list[bool],
-                    bf16: bool = False) -> list[float]:
+                    bf16: bool = False, chunk_size: int = 16) -> list[float]:
     """``log P(reply = candidate, then a token that does not continue it)`` for each candidate.
 
     ``words[i]``: candidate ``i`` is a word (continued by a letter or digit), else a number (continued by a
-    digit).
+    digit). Candidates run ``chunk_size`` at a time, each chunk on its own copy of the prompt's KV cache, which
+    bounds memory (the cache is repeated once per candidate in a chunk).
     """
     from sublab.models.chat import encode_response, format_prompt
 
@@ -48,28 +51,31 @@ def answer_logprobs(model: Any, tokenizer: Any, context: Context, candidates: li
     device = next(model.parameters()).device
     prompt = tokenizer(format_prompt(tokenizer, context), add_special_tokens=False, return_tensors="pt")
     forms = [encode_response(tokenizer, text, add_end=False) for text in candidates]
-    longest = max(len(f) for f in forms)
-    batch = torch.full((len(forms), longest), int(tokenizer.pad_token_id or 0), dtype=torch.long)
-    for i, ids in enumerate(forms):
-        batch[i, : len(ids)] = torch.tensor(ids)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+    # transformers >= 5.24 renames the cache argument of forward (the old name warns until 5.40).
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+    with autocast:
         prompt_out = model(input_ids=prompt.input_ids.to(device), use_cache=True)
-        cache = prompt_out.past_key_values
-        cache.batch_repeat_interleave(len(forms))
-        # transformers >= 5.24 renames the cache argument of forward (the old name warns until 5.40).
-        name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        form_out = model(input_ids=batch.to(device), use_cache=True, **{name: cache})
     first = torch.log_softmax(prompt_out.logits[0, -1].float(), dim=-1).double()
-    rest = torch.log_softmax(form_out.logits.float(), dim=-1).double()
-    out = []
-    for i, ids in enumerate(forms):
-        total = first[ids[0]]
-        for t in range(1, len(ids)):
-            total = total + rest[i, t - 1, ids[t]]
-        after = rest[i, len(ids) - 1]
-        stop = ~(alnum_mask if words[i] else digit_mask)
-        total = total + torch.logsumexp(after[stop.to(after.device)], dim=0)
-        out.append(float(total))
+    out: list[float] = []
+    for start in range(0, len(forms), chunk_size):
+        chunk = forms[start : start + chunk_size]
+        longest = max(len(f) for f in chunk)
+        batch = torch.full((len(chunk), longest), int(tokenizer.pad_token_id or 0), dtype=torch.long)
+        for i, ids in enumerate(chunk):
+            batch[i, : len(ids)] = torch.tensor(ids)
+        cache = copy.deepcopy(prompt_out.past_key_values)
+        cache.batch_repeat_interleave(len(chunk))
+        with autocast:
+            logits = model(input_ids=batch.to(device), use_cache=True, **{name: cache}).logits
+        rest = torch.log_softmax(logits.float(), dim=-1).double()
+        for i, ids in enumerate(chunk):
+            total = first[ids[0]]
+            for t in range(1, len(ids)):
+                total = total + rest[i, t - 1, ids[t]]
+            stop = ~(alnum_mask if words[start + i] else digit_mask)
+            after = rest[i, len(ids) - 1]
+            out.append(float(total + torch.logsumexp(after[stop.to(after.device)], dim=0)))
     return out
 
 

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from sublab.models.spec import ModelSpec
 
 MODES = ("auto", "logprob", "binary", "parse")
-WEAK_JUDGE_NOTE = ("note: the judge is the embedded 135M model, a weak judge: its scores show that the pipeline "
-                   "runs, not what a strong judge would say (point --endpoint/--model at a strong model)")
+WEAK_JUDGE_NOTE = ("note: the judge is an embedded small model (SmolLM2 135M or Gemma 3 270M), a weak judge: its "
+                   "scores show that the pipeline runs, not what a strong judge would say (point --endpoint/--model "
+                   "at a strong model)")
 
 
 class JudgeSettings(BaseModel):
@@ -110,11 +111,20 @@ def question_answer(row: dict[str, Any]) -> tuple[str, str]:
 
 
 def is_weak_judge(backend: Backend) -> bool:
-    """Whether the judge is an embedded small model (SmolLM2 135M, Gemma 3 270M): a weak judge."""
-    from sublab.models.loading import EMBEDDED_MODELS
+    """Whether the judge is an embedded small model (SmolLM2 135M, Gemma 3 270M), in-process or served under
+    its alias, its converted folder or its family's hub name: a weak judge."""
+    from pathlib import Path
 
-    identity = backend.identity
-    return identity.kind == "transformers" and identity.model in EMBEDDED_MODELS
+    from sublab.models.loading import EMBEDDED_MODELS, cache_root
+
+    name = backend.identity.model
+    if name in EMBEDDED_MODELS or name in {m.family for m in EMBEDDED_MODELS.values()}:
+        return True
+    folders = {(cache_root() / "models" / alias).resolve() for alias in EMBEDDED_MODELS}
+    try:
+        return Path(name).expanduser().resolve() in folders
+    except (OSError, ValueError):
+        return False
 
 
 class Judge:
