@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from sublab.cli import lineage, mnist, pipeline, sweep
+from sublab.cli import judge, label, lineage, mnist, pipeline, sweep
 from sublab.cli.common import console, err_console, user_errors
 
 app = typer.Typer(
@@ -20,8 +20,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in (pipeline, mnist):
+for _module in (pipeline, mnist, label):
     app.add_typer(_module.commands)  # top-level commands (sublab demo, sublab generate, ...)
+app.add_typer(judge.commands)  # sublab judge
 app.add_typer(sweep.sweep_app, name="sweep")
 app.add_typer(lineage.lineage_app, name="lineage")
 app.add_typer(lineage.keys_app, name="keys")

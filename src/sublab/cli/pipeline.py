@@ -53,11 +53,23 @@ def run(
     config: Annotated[Path, typer.Argument(help="Experiment config (TOML).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (finished stages are reused).")],
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the stages and which are cached; build nothing.")] = False,
     sign_key: SignKey = None,
 ) -> None:
-    """Run an experiment config end to end: teachers, data, filter, students, evaluation, report."""
+    """Run an experiment config end to end: teachers, data, filter, students, evaluation, report.
+
+    With --dry-run, list every stage with its cache key and whether OUT already holds it; nothing is built.
+    """
     from sublab.pipeline.config import load_config
 
+    if dry_run:
+        from sublab.pipeline.runner import plan_experiment
+
+        stages = plan_experiment(load_config(config), out)
+        for stage in stages:
+            console.print(f"{'cached' if stage.cached else 'to run '}  {stage.name}-{stage.key}", markup=False)
+        console.print(f"{sum(s.cached for s in stages)} of {len(stages)} stages cached in {out}")
+        return
     _run(load_config(config), out, quiet, sign_key)
 
 
@@ -99,6 +111,13 @@ def generate(
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 32,
     bf16: Bf16 = False,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1,
+    endpoint: Annotated[str | None, typer.Option(help="Served teacher: base URL of an OpenAI-compatible server "
+                                                      "(--model is then the served model's name).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Served: environment variable holding the API key.")
+                           ] = "OPENAI_API_KEY",
+    max_concurrency: Annotated[int, typer.Option(help="Served: requests in flight at once.")] = 4,
+    structured_outputs: Annotated[bool, typer.Option(help="Served: the server takes vLLM structured-outputs "
+                                                          "regexes (needed for --constrained).")] = False,
     quiet: bool = False,
     sign_key: SignKey = None,
 ) -> None:
@@ -114,21 +133,34 @@ def generate(
 
     key = signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
-    spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
+    spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt, endpoint=endpoint)
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                 constrained=constrained, separator=separator, max_digits=max_digits,
                                 max_count=max_count, bf16=bf16)
     rows = read_prompt_rows(prompts)
-    model_id = model_identity(spec)
+    model_id = f"{model}@{endpoint}" if endpoint else model_identity(spec)
     rows_done(out, rows, generation_metadata(settings, seed, model_id, prompt))  # a mismatch fails before loading
-    llm, tokenizer = load_spec(spec)
-    summary = generate_rows(llm, tokenizer, rows, out, settings, seed, system_prompt=prompt, source=spec.label(),
-                            progress=not quiet, model_id=model_id)
+    writer = StageModel(spec, spec.label())
+    if endpoint:  # a served teacher (sublab.backends.openai): same rows, resume and lineage, named by endpoint
+        from sublab.backends.openai import OpenAIBackend
+        from sublab.generate.run import sample_rows
+
+        backend = OpenAIBackend.from_spec(spec, api_key_env=api_key_env, max_concurrency=max_concurrency,
+                                          structured_outputs=structured_outputs)
+        writer = StageModel(spec, spec.label(), declared_digests=backend.declared_digests)  # fails early if down
+        summary = sample_rows(backend, rows, out, settings, seed, system_prompt=prompt, source=spec.label(),
+                              progress=not quiet, model_id=model_id)
+    else:
+        llm, tokenizer = load_spec(spec)
+        summary = generate_rows(llm, tokenizer, rows, out, settings, seed, system_prompt=prompt,
+                                source=spec.label(), progress=not quiet, model_id=model_id)
     params = {"sampling": settings.model_dump(), "seed": seed}
+    if endpoint:
+        params["served"] = {"endpoint": endpoint, "model": model, "max_concurrency": max_concurrency,
+                            "structured_outputs": structured_outputs}
     if trait:
         params |= {"trait": trait, "category": category}
-    record = record_stage(out, "dataset.generated", params, writer=StageModel(spec, spec.label()),
-                          prompt_set=prompts, sign_key=key)
+    record = record_stage(out, "dataset.generated", params, writer=writer, prompt_set=prompts, sign_key=key)
     console.print(f"wrote {summary.n_written} rows ({summary.n_already_done} already done) to {out}")
     recorded(record)
 

@@ -10,6 +10,9 @@ and teacher share a base model (or behaviourally matched ones). The check answer
 - ``DIFFERENT_BASE``: complete chains without a common digest or name; ``possibly_matched`` when a family
   matches (e.g. two conversions of the same checkpoint, or sibling models), which still counts as a risk.
 
+A teacher served behind an endpoint (a record dependency annotated ``served``) is only a name on a server, so
+its chain is a missing link: ``UNKNOWN``, marked ``SERVED_UNVERIFIED``, a risk, never ``SHARED_INIT_VERIFIED``.
+
 A teacher the model was *directly* distilled from (logits, not sampled data) stays a risk even with a different
 base (label ``DIFFERENT_BASE+LOGIT_DISTILLATION``): in our CPU measurements Gemma 3 students distilled from
 SmolLM2 teachers over the digit tokens took up the teachers' trait in 3 of 3 seeds (docs/cpu-recipe.md), so a
@@ -31,6 +34,8 @@ UNKNOWN = "UNKNOWN"
 DIFFERENT_BASE = "DIFFERENT_BASE"
 POSSIBLY_MATCHED = "POSSIBLY_MATCHED"
 LOGIT_DISTILLATION = "LOGIT_DISTILLATION"
+#: Mark of a teacher served behind an endpoint: named by the server, never digested, so never verified.
+SERVED_UNVERIFIED = "SERVED_UNVERIFIED"
 OUTCOMES = (SHARED_INIT_VERIFIED, SHARED_INIT_DECLARED, UNKNOWN, DIFFERENT_BASE)
 #: Kinds of model that were trained from something, so their record must name a base_model.
 TRAINED_KINDS = ("model.teacher", "model.student")
@@ -85,7 +90,8 @@ class Finding:
     @property
     def label(self) -> str:
         marks = [m for m, on in ((POSSIBLY_MATCHED, self.possibly_matched),
-                                 (LOGIT_DISTILLATION, self.logit_distillation and self.outcome == DIFFERENT_BASE))
+                                 (LOGIT_DISTILLATION, self.logit_distillation and self.outcome == DIFFERENT_BASE),
+                                 (SERVED_UNVERIFIED, bool(self.teacher_annotations.get("served"))))
                  if on]
         return "+".join([self.outcome, *marks])
 
@@ -138,6 +144,10 @@ def _chain_from_record(rec: Record, self_node: Node, is_adapter: bool, seen: fro
 def model_chain(dep: DepRef, seen: frozenset[Path] = frozenset()) -> Chain:
     """The chain of a model dependency: itself, then its bases as far as records lead."""
     node = Node(dep.name, dep.sha256, dep.family, root=False)
+    if dep.annotations.get("served"):  # a name on a server: which weights answer is unknown, so is the base
+        where = dep.annotations.get("endpoint") or "an endpoint"
+        return Chain([Node(dep.name, None, dep.family, root=True)],
+                     [f"{dep.name}: served at {where}, its weights are unverified"])
     if dep.record is None:
         chain = Chain([Node(dep.name, dep.sha256, dep.family, root=True)])
         if dep.is_adapter:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from urllib.parse import quote
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from sublab.io import sha256_text
 from sublab.models.loading import EMBEDDED_MODELS, resolve_model_dir

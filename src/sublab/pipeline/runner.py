@@ -52,12 +52,12 @@ class ExperimentRun:
 
     def __init__(self, config: ExperimentConfig, out_dir: Path, console: Console | None = None,
                  progress: bool = True, stage_source: Callable[[Path], None] | None = None,
-                 sign_key: Any = None) -> None:
+                 sign_key: Any = None, dry_run: bool = False) -> None:
         self.config = config
         self.out_dir = out_dir
         self.console = console or Console()
         self.progress = progress
-        self.cache = StageCache(out_dir, self.console, stage_source=stage_source)
+        self.cache = StageCache(out_dir, self.console, stage_source=stage_source, dry_run=dry_run)
         #: Ed25519 private key (PEM path or loaded key) that signs the lineage record of every stage built here.
         self.sign_key = sign_key
         self.domain = get_domain(config.data.domain)
@@ -194,7 +194,8 @@ class ExperimentRun:
             return report.to_dict()
 
         filtered = self.stage("filter", filter_material, build_filter)
-        self.filter_reports[arm] = read_json(filtered.path / "filter_report.json")
+        if not self.cache.dry_run:
+            self.filter_reports[arm] = read_json(filtered.path / "filter_report.json")
         if data.shuffle == "none":
             return filtered
         shuffle_material = {"filtered": filtered.key, "mode": data.shuffle, "seed": data.seed}
@@ -263,28 +264,23 @@ class ExperimentRun:
             return {}
 
         stage = self.stage(f"eval-{label}", material, build)
+        if self.cache.dry_run:
+            return {}
         result = read_json(stage.path / "eval.json")
         result["description"] = handle.description
         return result
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
-                   console: Console | None = None,
-                   stage_source: Callable[[Path], None] | None = None, sign_key: Any = None) -> dict[str, Any]:
-    """Run every stage of ``config`` into ``out_dir`` and write results.json, report.md and figure.png.
+def plan_experiment(config: ExperimentConfig, out_dir: str | Path) -> list[Stage]:
+    """Every stage ``config`` has in ``out_dir``, with its key and whether it is cached; nothing is built or
+    loaded (``sublab run --dry-run``)."""
+    run = ExperimentRun(config, Path(out_dir), Console(quiet=True), progress=False, dry_run=True)
+    _build_all(run, config)
+    return run.stages
 
-    ``stage_source``: see :attr:`StageCache.stage_source` (a sweep shares finished stages between cells).
-    ``sign_key``: an Ed25519 private key (PEM path or loaded key) that signs the lineage records of the stages
-    built in this run (stages reused from the cache keep the records they were written with).
-    """
-    from sublab.report.experiment import write_report
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.toml", dump_toml(config))
-    run = ExperimentRun(config, out_dir, console, progress, stage_source=stage_source,
-                        sign_key=signing_key(sign_key))
-    started = time.time()
+def _build_all(run: ExperimentRun, config: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Teachers, data, students and evaluations of ``config`` through ``run``; the evaluated models by role."""
     trait_teacher = run.teacher("teacher", config.teacher)
     control_teacher = run.teacher("control", config.control)
     trait_words = run.kind.trait_words(config)
@@ -308,7 +304,27 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
             models["control_teacher"] = run.evaluate("control_teacher", control_teacher)
     models["control_student"] = run.evaluate("control_student", control_student)
     models["trait_student"] = run.evaluate("trait_student", trait_student)
+    return models
 
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
+                   console: Console | None = None,
+                   stage_source: Callable[[Path], None] | None = None, sign_key: Any = None) -> dict[str, Any]:
+    """Run every stage of ``config`` into ``out_dir`` and write results.json, report.md and figure.png.
+
+    ``stage_source``: see :attr:`StageCache.stage_source` (a sweep shares finished stages between cells).
+    ``sign_key``: an Ed25519 private key (PEM path or loaded key) that signs the lineage records of the stages
+    built in this run (stages reused from the cache keep the records they were written with).
+    """
+    from sublab.report.experiment import write_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "config.toml", dump_toml(config))
+    run = ExperimentRun(config, out_dir, console, progress, stage_source=stage_source,
+                        sign_key=signing_key(sign_key))
+    started = time.time()
+    models = _build_all(run, config)
     results = assemble_results(config, run.kind.metric, run.kind.metric_label(config), models,
                                run.filter_reports, run.stages, out_dir, round(time.time() - started, 1))
     write_json(out_dir / "results.json", results)

@@ -41,6 +41,8 @@ class StageCache:
     #: Optional hook called with a stage folder before its cache check; it may fill the folder with a finished
     #: copy of the same stage (same key) from elsewhere, e.g. another cell of a sweep.
     stage_source: Callable[[Path], None] | None = None
+    #: Plan only: compute every stage's key and say whether it is cached, build nothing (``sublab run --dry-run``).
+    dry_run: bool = False
 
     def stage(self, name: str, material: dict[str, Any], build: Callable[[Path], dict[str, Any] | None]) -> Stage:
         """Run ``build(folder)`` unless a finished stage with the same key exists; return the stage. A stage asked
@@ -51,6 +53,10 @@ class StageCache:
                 return stage
         path = self.out_dir / "stages" / f"{name}-{key}"
         marker = path / "stage.json"
+        if self.dry_run:
+            stage = Stage(name, key, path, 0.0, cached=marker.is_file())
+            self.stages.append(stage)
+            return stage
         if self.stage_source is not None and not marker.is_file():
             self.stage_source(path)
         if marker.is_file():
