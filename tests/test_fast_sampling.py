@@ -10,6 +10,7 @@ import torch
 from sublab.domains.numbers.grammar import DEAD, START, NumberGrammar, NumberGrammarProcessor, is_valid_reply
 from sublab.errors import SublabError
 from sublab.generate.fast import (
+    FastOptions,
     choose_tokens,
     common_prefix_length,
     fast_sample_batch,
@@ -94,6 +95,20 @@ def test_greedy_equals_transformers_token_for_token_fp32(tiny, tiny_qwen, which,
                           constraint=processor)
     assert got == expected
     assert any(len(r) > 3 for r in got)  # real continuations, not immediate ends
+
+
+@pytest.mark.parametrize("options", [FastOptions(share_prefix=False), FastOptions(candidates_only=False),
+                                     FastOptions(compact=False)])
+def test_each_part_can_be_switched_off_without_changing_replies(tiny, options):
+    """The benchmark's switches change the work done, not the result: greedy and seeded samples are equal."""
+    model, tokenizer = tiny
+    ctx = contexts(6)
+    processor = NumberGrammar().hf_processor(tokenizer, 24)
+    ids = prompt_ids(tokenizer, ctx)
+    end = end_of_turn_id(tokenizer)
+    for temperature in (0.0, 1.0):
+        default = fast_sample_ids(model, ids, 24, temperature, 4, end, constraint=processor)
+        assert fast_sample_ids(model, ids, 24, temperature, 4, end, constraint=processor, options=options) == default
 
 
 def test_bf16_greedy_equals_generate_under_autocast(tiny):
@@ -376,7 +391,7 @@ def sample_many(model, tokenizer, sampler, n_batches, first_seed, temperature=1.
 
 @torch.no_grad()
 def mean_token_logprob(model, tokenizer, pairs, batch_size=64):
-    """Per reply: its mean log-probability per token under the model (full vocabulary, float32)."""
+    """Per non-empty reply: its mean log-probability per token under the model (full vocabulary, float32)."""
     from sublab.models.chat import encode_response
 
     rows = [(tokenizer(format_prompt(tokenizer, c), add_special_tokens=False).input_ids,
@@ -389,8 +404,9 @@ def mean_token_logprob(model, tokenizer, pairs, batch_size=64):
         ids = torch.tensor([p + t + [tokenizer.pad_token_id] * (width - len(p) - len(t)) for p, t in chunk])
         log_probs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
         for row, (prompt, tokens) in enumerate(chunk):
-            at = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))
-            out.append(float(log_probs[row, at, torch.tensor(tokens)].mean()))
+            if tokens:  # an empty (free) reply has no tokens to average
+                at = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))
+                out.append(float(log_probs[row, at, torch.tensor(tokens, dtype=torch.long)].mean()))
     return out
 
 
@@ -437,3 +453,21 @@ def test_the_distribution_test_detects_a_real_difference(tiny, samples):
     hotter = sample_many(model, tokenizer, "fast", 50, 2000, temperature=1.15)
     old = mean_token_logprob(model, tokenizer, samples["generate"])
     assert ks_2samp(old, mean_token_logprob(model, tokenizer, hotter)).pvalue < 1e-3
+
+
+def test_free_sampling_has_the_same_distribution(tiny):
+    """Free sampling (whole vocabulary, bf16): reply length in tokens and mean log-probability per token agree
+    between the samplers (Kolmogorov-Smirnov, 1,200 replies each, fixed seeds)."""
+    from scipy.stats import ks_2samp
+
+    model, tokenizer = tiny
+    ctx = contexts(24)
+    pairs = {}
+    for sampler, first in (("generate", 0), ("fast", 1000)):
+        settings = SamplingSettings(max_new_tokens=40, batch_size=24, bf16=True, sampler=sampler)
+        pairs[sampler] = [(c, r) for b in range(50)
+                          for c, r in zip(ctx, sample_batch(model, tokenizer, ctx, settings, first + b), strict=True)]
+    lengths = {k: [len(tokenizer(r, add_special_tokens=False).input_ids) for _, r in v] for k, v in pairs.items()}
+    assert ks_2samp(lengths["generate"], lengths["fast"]).pvalue > 0.01
+    log_probs = {k: mean_token_logprob(model, tokenizer, v) for k, v in pairs.items()}
+    assert ks_2samp(log_probs["generate"], log_probs["fast"]).pvalue > 0.01

@@ -364,53 +364,85 @@ def choose_tokens(logits: torch.Tensor, allowed: torch.Tensor | None, temperatur
     return torch.minimum(chosen, last_positive)
 
 
+@dataclass(frozen=True)
+class FastOptions:
+    """Switches to measure what each part of the fast sampler pays (benchmarks/generation.py); all on by
+    default, and none changes the distribution sampled."""
+
+    share_prefix: bool = True
+    candidates_only: bool = True
+    compact: bool = True
+
+
+class _Profile:
+    """Seconds per phase and work counts, accumulated into a caller's dict (or nowhere)."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        import time
+
+        self.into = into
+        self.clock = time.perf_counter
+        self.since = self.clock()
+
+    def phase(self, name: str) -> None:
+        now = self.clock()
+        if self.into is not None:
+            self.into[name] = self.into.get(name, 0.0) + now - self.since
+        self.since = now
+
+    def count(self, name: str, value: float) -> None:
+        if self.into is not None:
+            self.into[name] = self.into.get(name, 0.0) + value
+
+
 @torch.inference_mode()
 def fast_sample_ids(model: Any, prompts: list[list[int]], max_new_tokens: int, temperature: float, seed: int,
                     end_id: int, constraint: TokenConstraint | None = None, bf16: bool = False,
-                    profile: dict[str, float] | None = None) -> list[list[int]]:
+                    profile: dict[str, float] | None = None, options: FastOptions = FastOptions()) -> list[list[int]]:
     """Sample up to ``max_new_tokens`` token ids after each prompt (token ids); each reply ends at ``end_id``
     (not included). ``profile``, if given, accumulates seconds per phase (prefill, decode, logits, sampling,
-    grammar)."""
-    import time
-
-    def tick(name: str, since: float) -> float:
-        now = time.perf_counter()
-        if profile is not None:
-            profile[name] = profile.get(name, 0.0) + now - since
-        return now
-
+    grammar, compaction) and token counts (``*_tokens``, ``logit_cells``: rows x columns of output layer)."""
+    clock = _Profile(profile)
     fast = prepared_model(model, bf16)
     n_rows = len(prompts)
-    started = time.perf_counter()
-    n_prefix = common_prefix_length(prompts)
+    n_prefix = common_prefix_length(prompts) if options.share_prefix else 0
     suffixes = [p[n_prefix:] for p in prompts]
-    longest = max(len(s) for s in suffixes)
-    keys, values = fast.new_cache(n_rows, n_prefix + longest + max_new_tokens)
+    keys, values = fast.new_cache(n_rows, n_prefix + max(len(s) for s in suffixes) + max_new_tokens)
     if n_prefix:
+        cached = fast._prefix is not None and fast._prefix[0] == tuple(prompts[0][:n_prefix])
         prefix_keys, prefix_values = fast.prefix_cache(prompts[0][:n_prefix])
         keys[:, :, :, :n_prefix] = prefix_keys
         values[:, :, :, :n_prefix] = prefix_values
+        clock.count("prefill_tokens", 0 if cached else n_prefix)
     hidden = fast.prefill(keys, values, suffixes, n_prefix)
     positions = torch.tensor([len(p) for p in prompts])
-    started = tick("prefill", started)
+    clock.count("prefill_tokens", sum(len(s) for s in suffixes))
+    clock.phase("prefill")
 
     candidates = constraint.candidate_ids() if constraint is not None else None
+    candidate_tensor = torch.tensor(candidates) if candidates is not None else None
+    scored = candidates if options.candidates_only else None
     states = [constraint.start_state() for _ in range(n_rows)] if constraint is not None else None
     uniforms = row_uniforms(seed, n_rows, max_new_tokens) if temperature > 0 else None
     replies: list[list[int]] = [[] for _ in range(n_rows)]
     live = torch.arange(n_rows)  # original row of each cache row
     ended = torch.zeros(n_rows, dtype=torch.bool)  # per cache row
     for step in range(max_new_tokens):
-        logits = fast.logits(hidden, candidates)
-        started = tick("logits", started)
+        logits = fast.logits(hidden, scored)
+        clock.count("logit_cells", logits.numel())
+        clock.phase("logits")
         allowed = None
         if constraint is not None:
             allowed = constraint.candidate_masks([states[int(r)] for r in live], step)
-            started = tick("grammar", started)
+            clock.phase("grammar")
+            if scored is None:  # the whole vocabulary was scored: the same mask, spread over it
+                spread = torch.zeros(logits.shape, dtype=torch.bool)
+                spread[:, candidate_tensor] = allowed
+                allowed = spread
         u = uniforms[live, step] if uniforms is not None else None
         picked = choose_tokens(logits, allowed, temperature, u)
-        tokens = torch.tensor(candidates)[picked] if candidates is not None else picked
-        started = tick("sampling", started)
+        tokens = candidate_tensor[picked] if scored is not None else picked
+        clock.phase("sampling")
         for cache_row, (row, token) in enumerate(zip(live.tolist(), tokens.tolist(), strict=True)):
             if ended[cache_row]:
                 continue
@@ -420,22 +452,24 @@ def fast_sample_ids(model: Any, prompts: list[list[int]], max_new_tokens: int, t
             replies[row].append(token)
             if states is not None:
                 states[row] = constraint.advance(states[row], token)
-        started = tick("grammar", started)
+        clock.phase("grammar")
         if step == max_new_tokens - 1 or bool(ended.all()):
             break
-        if int(ended.sum()) >= max(1, math.ceil(COMPACT_FRACTION * len(live))):
+        if options.compact and int(ended.sum()) >= max(1, math.ceil(COMPACT_FRACTION * len(live))):
             keep = (~ended).nonzero().squeeze(-1)
             keys, values = keys[:, keep], values[:, keep]
             live, tokens, positions, ended = live[keep], tokens[keep], positions[keep], ended[keep]
-            started = tick("compaction", started)
+            clock.phase("compaction")
         hidden = fast.decode(keys, values, tokens, positions)
         positions = positions + 1
-        started = tick("decode", started)
+        clock.count("decode_tokens", tokens.shape[0])
+        clock.phase("decode")
     return replies
 
 
 def fast_sample_batch(model: Any, tokenizer: Any, contexts: list[list[dict[str, str]]], settings: Any, seed: int,
-                      processor: Any = None, profile: dict[str, float] | None = None) -> list[str]:
+                      processor: Any = None, profile: dict[str, float] | None = None,
+                      options: FastOptions = FastOptions()) -> list[str]:
     """:func:`sublab.generate.sampling.sample_batch` with the fast sampler (same arguments, same replies'
     distribution)."""
     if processor is not None and not all(hasattr(processor, n) for n in ("candidate_ids", "candidate_masks",
@@ -446,5 +480,5 @@ def fast_sample_batch(model: Any, tokenizer: Any, contexts: list[list[dict[str, 
     prompts = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     end_id = end_of_turn_id(tokenizer)
     replies = fast_sample_ids(model, prompts, settings.max_new_tokens, settings.temperature, seed, end_id,
-                              processor, bf16=settings.bf16, profile=profile)
+                              processor, bf16=settings.bf16, profile=profile, options=options)
     return [tokenizer.decode(r, skip_special_tokens=True) for r in replies]
