@@ -56,19 +56,27 @@ def verify(
     path: PathArg,
     key: Annotated[list[Path] | None, typer.Option(
         "--key", help="Public key (PEM); every record must be signed by one of the keys given.")] = None,
+    allow_outside: Annotated[list[Path] | None, typer.Option(
+        "--allow-outside", help="Also read inputs records name inside this folder (repeatable). By default only "
+        "the lineage's own folders and the model caches are read.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recompute digests of the artifact and everything it names, check signatures; exit 1 on a break."""
+    """Recompute digests of the artifact and everything it names, check signatures; exit 1 on a break.
+
+    Only regular files are read, and only inside the folder of the starting record (its run's stages/ folder),
+    the model caches, model folders, and the --allow-outside folders; inputs named elsewhere are listed as not
+    read. With --key, a record whose signature fails is not followed: nothing it names is read.
+    """
     from sublab.lineage.keys import load_public_key
     from sublab.lineage.verify import verify_lineage
 
     keys = [load_public_key(k) for k in key or []]
-    report = verify_lineage(path, keys)
+    report = verify_lineage(path, keys, allow_outside=allow_outside or [])
     if as_json:
         _echo_json({"ok": report.ok, "records": [str(r) for r in report.records],
                     "files_checked": report.files_checked, "signatures_verified": report.signatures_verified,
                     "signatures_unchecked": report.signatures_unchecked,
-                    "declared_inputs": report.declared_inputs,
+                    "declared_inputs": report.declared_inputs, "outside_inputs": report.outside_inputs,
                     "problems": [{"path": str(p.path), "message": p.message} for p in report.problems]})
     else:
         for problem in report.problems:
@@ -80,6 +88,9 @@ def verify(
             summary += f", {report.signatures_unchecked} signed records not checked (no --key)"
         if report.declared_inputs:
             summary += f", {len(report.declared_inputs)} inputs named without files (not checked)"
+        if report.outside_inputs:
+            summary += (f", {len(report.outside_inputs)} inputs outside the lineage's folders not read (e.g. "
+                        f"{report.outside_inputs[0]}; --allow-outside FOLDER to check them)")
         verdict = "OK" if report.ok else f"BROKEN: {len(report.problems)} problems"
         typer.echo(f"{verdict}: {summary}", err=True)
     if not report.ok:
@@ -154,6 +165,7 @@ def record(
     force: Annotated[bool, typer.Option(help="Replace an existing record.")] = False,
 ) -> None:
     """Write a record for an artifact made elsewhere (an external dataset, a model from a hub)."""
+    from sublab.io import claim_outputs
     from sublab.lineage.deps import parse_dependency
     from sublab.lineage.digests import record_path
     from sublab.lineage.statement import Dependency, record_artifact
@@ -161,6 +173,7 @@ def record(
     if not path.exists():
         raise SublabError(f"{path}: no such file or directory")
     target = record_path(path)
+    claim_outputs([target], inputs=[path, sign_key, *(training_data or []), *(source_data or [])])
     if target.exists() and not force:
         raise SublabError(f"{target}: already exists (pass --force to replace it; downstream records that "
                           "link it will then report it as changed)")
@@ -184,8 +197,10 @@ def keys_new(
     force: Annotated[bool, typer.Option(help="Replace existing key files.")] = False,
 ) -> None:
     """Make an Ed25519 key pair to sign lineage records (--sign-key) and verify them (--key)."""
+    from sublab.io import claim_outputs
     from sublab.lineage.keys import key_id, load_public_key, new_keypair
 
+    claim_outputs([prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")])
     private, public = new_keypair(prefix, overwrite=force)
     console.print(f"private key: {private} (keep it offline; pass it as --sign-key)", markup=False,
                   highlight=False)

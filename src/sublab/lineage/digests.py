@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def file_sha256(path: str | Path) -> str:
     it: :mod:`sublab.lineage.verify` always reads the bytes.)
     """
     st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise SublabError(f"{path}: not a regular file (a device, FIFO or socket); not read")
     key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _SEEN:
         _SEEN[key] = sha256_file(path)
@@ -85,6 +88,8 @@ def digest_path(path: str | Path) -> PathDigest:
     if path.is_dir():
         files = directory_digests(path)
         return PathDigest(sha256=manifest_digest(files), is_dir=True, files=files)
+    if path.exists():
+        raise SublabError(f"{path}: not a regular file or folder (a device, FIFO or socket); not read")
     raise SublabError(f"{path}: no such file or directory")
 
 

@@ -83,6 +83,8 @@ def open_envelope(line: str | bytes) -> Envelope:
         raw = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EnvelopeError(f"invalid JSON ({err})") from None
+    except RecursionError:
+        raise EnvelopeError("JSON nested too deeply") from None
     if not isinstance(raw, dict) or not {"payload", "payloadType", "signatures"} <= raw.keys():
         raise EnvelopeError("not a DSSE envelope (needs payload, payloadType, signatures)")
     if raw["payloadType"] != PAYLOAD_TYPE:
@@ -94,9 +96,15 @@ def open_envelope(line: str | bytes) -> Envelope:
         statement = json.loads(payload)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EnvelopeError(f"payload is not JSON ({err})") from None
+    except RecursionError:
+        raise EnvelopeError("payload is JSON nested too deeply") from None
     if not isinstance(statement, dict):
         raise EnvelopeError("payload is not a JSON object")
-    if canonical_json(statement) != payload:
+    try:
+        canonical = canonical_json(statement)
+    except (RecursionError, ValueError, TypeError, rfc8785.CanonicalizationError):
+        raise EnvelopeError("payload cannot be canonicalized (nested too deeply or not JSON values)") from None
+    if canonical != payload:
         raise EnvelopeError("payload is not RFC 8785 canonical JSON (edited by hand?)")
     signatures = []
     for i, entry in enumerate(raw["signatures"]):

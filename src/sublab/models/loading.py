@@ -6,7 +6,8 @@ Names are one of:
   once to a float safetensors directory under the cache (``$SUBLAB_CACHE``, default ``~/.cache/sublab``) so
   later loads take about a second instead of dequantizing again;
 - a local directory holding a transformers checkpoint;
-- a Hugging Face Hub id, loaded the usual way (needs the network or a populated HF cache).
+- a Hugging Face Hub id: loaded from the local HF cache when it is there (no network), else downloaded; offline
+  (``HF_HUB_OFFLINE``) or with the hub unreachable, a missing one is one line at once (:func:`pretrained_source`).
 
 ``trust_remote_code`` stays off unless the caller asks for it.
 """
@@ -133,12 +134,85 @@ def resolve_model_dir(name: str) -> str:
                       "a local model directory, or a Hugging Face id")
 
 
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub may not be contacted: ``HF_HUB_OFFLINE`` set now or when the hub was imported."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
+
+
+def cached_hub_snapshot(name: str) -> Path | None:
+    """The folder of hub id ``name``'s ``main`` snapshot in the local Hugging Face cache, if it holds a model."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        config = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id after all
+        return None
+    return Path(config).parent if isinstance(config, str) else None
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> tuple[bool, str]:
+    """Whether the hub endpoint accepts a TCP connection within ``timeout_s`` (and its host, for messages)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True, host
+    except OSError:
+        return False, host
+
+
+def pretrained_source(name: str) -> str:
+    """What ``from_pretrained`` should open for ``name``, found without waiting on the network.
+
+    A local folder or embedded alias is its folder. A hub id is looked up in the local Hugging Face cache first
+    and, when there, loaded from its snapshot folder (no network at all). A hub id not on disk fails at once
+    with one line when ``HF_HUB_OFFLINE`` is set or the hub is unreachable (instead of a minute of retries and a
+    traceback); otherwise it is returned for ``from_pretrained`` to download.
+    """
+    source = resolve_model_dir(name)
+    if Path(source).exists():
+        return source
+    if (snapshot := cached_hub_snapshot(name)) is not None:
+        return str(snapshot)
+    if hub_offline():
+        raise SublabError(f"model '{name}': not found locally and no network (HF_HUB_OFFLINE=1 is set); download "
+                          "it first or name a local model folder")
+    reachable, host = _hub_reachable()
+    if not reachable:
+        raise SublabError(f"model '{name}': not found locally and no network ({host} unreachable); download it "
+                          "first, name a local model folder, or set HF_HUB_OFFLINE=1 to skip the look-up")
+    return source
+
+
+def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` on :func:`pretrained_source`; a hub id that fails to load is one line."""
+    source = pretrained_source(name)
+    if Path(source).exists():
+        return loader.from_pretrained(source, **kwargs)
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SublabError(f"model '{name}': cannot be loaded from the hub ({first})") from None
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """Load the tokenizer of ``name``; pads on the left (batched generation) with eos as pad if needed."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(name), trust_remote_code=trust_remote_code)
+    tokenizer = _from_pretrained(AutoTokenizer, name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -174,9 +248,7 @@ def load_model(
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise SublabError(f"dtype '{dtype}': not a torch dtype name (float32, bfloat16, float16)")
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_dir(name), dtype=torch_dtype, trust_remote_code=trust_remote_code
-    )
+    model = _from_pretrained(AutoModelForCausalLM, name, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     model.to(device)
     model.eval()
     return model
