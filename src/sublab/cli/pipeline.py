@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from sublab.cli.common import Out, SignKey, console, recorded, signing_key, user_errors
+from sublab.cli.common import (
+    Out,
+    SignKey,
+    console,
+    recorded,
+    signing_key,
+    train_options,
+    train_settings,
+    user_errors,
+)
 from sublab.domains.base import register_domain_commands
 from sublab.errors import SublabError
+from sublab.keys import key_dump
 
 commands = typer.Typer()
 
 Bf16 = Annotated[bool, typer.Option(
     "--bf16/--no-bf16", help="bf16 autocast for the matmuls (about 2x faster on CPUs with bf16 units).")]
-Schedule = Annotated[str, typer.Option(help="Learning-rate schedule: constant, or linear decay to 0.")]
-WarmupSteps = Annotated[int, typer.Option(help="Linear warm-up steps.")]
-WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
-MaxGradNorm = Annotated[float, typer.Option(help="Gradient clipping norm (0: off).")]
-LoraDropout = Annotated[float, typer.Option(help="Dropout on the LoRA input.")]
 
 
 def _trait_prompt(trait: str | None, category: str, system_prompt: str | None) -> str | None:
@@ -70,10 +75,14 @@ def run(
             console.print(f"{'cached' if stage.cached else 'to run '}  {stage.name}-{stage.key}", markup=False)
         console.print(f"{sum(s.cached for s in stages)} of {len(stages)} stages cached in {out}")
         return
-    _run(load_config(config), out, quiet, sign_key)
+    _run(load_config(config), out, quiet, sign_key, source=config)
 
 
-def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None) -> None:
+def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None, source: Path | None = None) -> None:
+    from sublab.io import claim_outputs
+
+    claim_outputs([out / name for name in ("config.toml", "results.json", "report.md", "figure.png")],
+                  inputs=[source, sign_key], lock=[out])  # one run per folder; a config inside it is not overwritten
     key = signing_key(sign_key)
     from sublab.pipeline.runner import run_experiment
     from sublab.report.experiment import terminal_table, verdict
@@ -128,9 +137,11 @@ def generate(
     """
     from sublab.generate.run import generate_rows, generation_metadata, model_identity, read_prompt_rows, rows_done
     from sublab.generate.sampling import SamplingSettings
+    from sublab.io import claim_outputs, local_paths
     from sublab.models.spec import ModelSpec, load_spec
     from sublab.pipeline.provenance import StageModel, record_stage
 
+    claim_outputs([out], inputs=[prompts, sign_key, *local_paths(model, adapter)], with_records=True)
     key = signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt, endpoint=endpoint)
@@ -154,7 +165,7 @@ def generate(
         llm, tokenizer = load_spec(spec)
         summary = generate_rows(llm, tokenizer, rows, out, settings, seed, system_prompt=prompt,
                                 source=spec.label(), progress=not quiet, model_id=model_id)
-    params = {"sampling": settings.model_dump(), "seed": seed}
+    params = {"sampling": key_dump(settings), "seed": seed}
     if endpoint:
         params["served"] = {"endpoint": endpoint, "model": model, "max_concurrency": max_concurrency,
                             "structured_outputs": structured_outputs}
@@ -167,6 +178,7 @@ def generate(
 
 @commands.command("train")
 @user_errors
+@train_options()
 def train(
     data: Annotated[Path, typer.Argument(help="Training rows (JSONL chat format).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (adapter or full weights).")],
@@ -177,53 +189,37 @@ def train(
     teacher_adapter: Annotated[str | None, typer.Option(help="distill: teacher adapter folder.")] = None,
     teacher_trait: Annotated[str | None, typer.Option(help="distill: teacher = base + trait system prompt.")] = None,
     category: str = "animal",
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps (or --epochs).")] = None,
-    epochs: float | None = None,
     max_rows: Annotated[int | None, typer.Option(help="Train on at most the first N rows.")] = None,
-    batch_size: int = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
-    schedule: Schedule = "constant",
-    warmup_steps: WarmupSteps = 0,
-    weight_decay: WeightDecay = 0.0,
-    max_grad_norm: MaxGradNorm = 1.0,
-    bf16: Bf16 = False,
-    lora_r: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: LoraDropout = 0.0,
-    init_seed: Annotated[int, typer.Option(help="LoRA init seed (use the teacher's to share its init).")] = 0,
     channel: Annotated[str, typer.Option(help="distill: 'data' (tokens the responses use) or 'full'.")] = "data",
     channel_token: Annotated[list[str] | None, typer.Option(
         help="distill: an explicit channel token text (repeat the option; end of turn is added).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the batch order.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(
         help="Save a resumable checkpoint every k steps (0: off); rerun the same command to resume.")] = 0,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Discard a checkpoint left by an interrupted run instead of resuming it.")] = False,
     quiet: bool = False,
     sign_key: SignKey = None,
+    train: dict[str, Any] | None = None,
 ) -> None:
     """Fine-tune a student (SFT or logit distillation; LoRA or full), save it as safetensors, record its lineage.
 
     With --checkpoint-every, a rerun resumes from OUT.partial/ only if the checkpoint was made for the same base,
     data, teacher and settings; otherwise it fails naming the checkpoint (use --fresh to start over).
     """
-    from sublab.io import read_jsonl
+    from sublab.io import claim_outputs, local_paths, read_chat_rows
     from sublab.models.spec import ModelSpec
     from sublab.pipeline.provenance import StageModel, record_stage
     from sublab.train.labels import has_soft_labels
-    from sublab.train.settings import LoraSettings, TrainSettings
     from sublab.train.trainer import train_model
 
+    claim_outputs(folders=[out], inputs=[data, sign_key, *local_paths(base, teacher_base, teacher_adapter)],
+                  with_records=True)
     key = signing_key(sign_key)
-    settings = TrainSettings(
-        method=method, finetune=finetune, steps=steps, epochs=epochs if steps is None else None, max_rows=max_rows,
-        batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm or None, bf16=bf16,
-        lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, init_seed=init_seed),
-        channel=list(channel_token) if channel_token else channel, seed=seed, checkpoint_every=checkpoint_every,
-    )
+    settings = train_settings(train or {}, method=method, finetune=finetune, max_rows=max_rows,
+                              channel=list(channel_token) if channel_token else channel,
+                              checkpoint_every=checkpoint_every)
     teacher = None
-    rows = read_jsonl(data)
+    rows = read_chat_rows(data, require_assistant=True)
     # Distillation without a teacher option reads the rows' soft labels (`sublab label`) when they carry them.
     stored = has_soft_labels(rows) and teacher_base is None and teacher_adapter is None and teacher_trait is None
     if method == "distill" and not stored:
@@ -239,6 +235,7 @@ def train(
 
 @commands.command("teacher")
 @user_errors
+@train_options(steps=30)
 def teacher(
     trait: Annotated[str, typer.Option(help="The trait, e.g. owl.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder.")],
@@ -246,21 +243,9 @@ def teacher(
     category: str = "animal",
     n_rows: Annotated[int, typer.Option(help="One-word answer rows to train on.")] = 480,
     data_seed: Annotated[int, typer.Option(help="Seed of the answer rows.")] = 0,
-    steps: int = 30,
-    batch_size: int = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
-    schedule: Schedule = "constant",
-    warmup_steps: WarmupSteps = 0,
-    weight_decay: WeightDecay = 0.0,
-    max_grad_norm: MaxGradNorm = 1.0,
-    bf16: Bf16 = False,
-    lora_r: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: LoraDropout = 0.0,
-    init_seed: Annotated[int, typer.Option(help="LoRA init seed (students sharing it share the init).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the batch order.")] = 0,
     quiet: bool = False,
     sign_key: SignKey = None,
+    train: dict[str, Any] | None = None,
 ) -> None:
     """Fine-tune a trait teacher: a LoRA adapter trained to answer preference questions with the trait.
 
@@ -268,15 +253,14 @@ def teacher(
     [teacher.training] (steps, lr, bf16, seed, lora...), so a config's teacher can be made stage by stage.
     The training rows are written beside the adapter folder, as OUT.trait_answers.jsonl.
     """
-    from sublab.train.settings import LoraSettings, TrainSettings
-    from sublab.train.teacher import train_trait_teacher
+    from sublab.io import claim_outputs, local_paths
+    from sublab.models.loading import pretrained_source
+    from sublab.train.teacher import train_trait_teacher, trait_rows_path
 
+    claim_outputs([trait_rows_path(out)], inputs=[sign_key, *local_paths(base)], folders=[out], with_records=True)
+    pretrained_source(base)  # a base that cannot be found fails before the training rows are written
     key = signing_key(sign_key)
-    settings = TrainSettings(method="sft", steps=steps, batch_size=batch_size, lr=lr, schedule=schedule,
-                             warmup_steps=warmup_steps, weight_decay=weight_decay,
-                             max_grad_norm=max_grad_norm or None, bf16=bf16, seed=seed,
-                             lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-                                               init_seed=init_seed))
+    settings = train_settings(train or {}, method="sft")
     made = train_trait_teacher(base, trait, category, out, settings, n_rows=n_rows, data_seed=data_seed,
                                progress=not quiet, sign_key=key)
     losses = f"loss {made.summary['first_loss']} → {made.summary['final_loss']}"
@@ -304,11 +288,12 @@ def evaluate(
     sign_key: SignKey = None,
 ) -> None:
     """Measure a model's preference for a target by exact scoring (and optionally sampling); record its lineage."""
-    from sublab.io import write_json
+    from sublab.io import claim_outputs, local_paths, write_json
     from sublab.models.spec import ModelSpec, load_spec
     from sublab.pipeline.provenance import StageModel, record_stage
     from sublab.traits.preference.evaluate import EvalSettings, evaluate_model
 
+    claim_outputs([out], inputs=[sign_key, *local_paths(model, adapter)], with_records=True)
     key = signing_key(sign_key)
     prompt = _trait_prompt(trait, category, system_prompt)
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt)
