@@ -195,3 +195,30 @@ def test_a_long_condition_description_is_wrapped_inside_the_figure(finished):
         box = fig.axes[0].title.get_window_extent()
         assert fig.axes[0].title.get_text() == title
         assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height  # all of it on the canvas
+
+
+def test_the_effects_title_fits_the_figure_and_names_the_seeds(finished):
+    import matplotlib.pyplot as plt
+
+    from sublab.report.sweep import effects_axes
+
+    _, summary = finished
+    fig = effects_axes(summary)
+    try:
+        fig.canvas.draw()
+        title = fig.axes[0].title
+        box = title.get_window_extent()
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height  # all of it on the canvas
+        assert "seed" in title.get_text()
+    finally:
+        plt.close(fig)
+
+
+def test_the_report_title_is_the_configured_name_and_the_seeds_covered(finished):
+    from sublab.report.sweep import report_title, seeds_label
+
+    _, summary = finished
+    assert report_title(summary).startswith(f"{summary['name']}: ")
+    assert report_title(summary).endswith(seeds_label(summary["seeds"]))
+    assert seeds_label([0, 1, 2]) == "3 seeds (0-2)" and seeds_label([4]) == "1 seed (4)"
+    assert seeds_label([0, 2, 5]) == "3 seeds (0, 2, 5)"

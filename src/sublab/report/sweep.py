@@ -159,9 +159,25 @@ def methods_text(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def seeds_label(seeds: list[int]) -> str:
+    """``3 seeds (0-2)``, ``1 seed (0)``, ``4 seeds (0, 2, 5, 9)``."""
+    if not seeds:
+        return "no seeds"
+    ordered = sorted(seeds)
+    consecutive = ordered == list(range(ordered[0], ordered[0] + len(ordered)))
+    listed = f"{ordered[0]}-{ordered[-1]}" if consecutive and len(ordered) > 2 else ", ".join(map(str, ordered))
+    return f"{len(ordered)} seed{'s' if len(ordered) != 1 else ''} ({listed})"
+
+
+def report_title(summary: dict[str, Any]) -> str:
+    """The sweep as configured: its name, then the seeds its summary covers (the name alone said "seed0" for a
+    three-seed report)."""
+    return f"{summary['name']}: subliminal transfer across traits and conditions, {seeds_label(summary['seeds'])}"
+
+
 def markdown_report(summary: dict[str, Any], figure_files: dict[str, str]) -> str:
     """The sweep report as markdown; ``figure_files`` maps figure names to relative paths."""
-    lines = [f"# {summary['name']}: subliminal transfer across traits, conditions and seeds", ""]
+    lines = [f"# {report_title(summary)}", ""]
     lines += [f"- {s}" for s in condition_sentences(summary)]
     if note := power_sentence(summary):
         lines += ["", f"> {note}"]
@@ -187,7 +203,7 @@ def html_report(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
         parts = esc(text).split("**")
         return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
-    body = [f"<h1>{esc(summary['name'])}: subliminal transfer across traits, conditions and seeds</h1>", "<ul>"]
+    body = [f"<h1>{esc(report_title(summary))}</h1>", "<ul>"]
     body += [f"<li>{md_bold(s)}</li>" for s in condition_sentences(summary)] + ["</ul>"]
     if note := power_sentence(summary):
         body.append(f'<p class="note">{esc(note)}</p>')
@@ -279,12 +295,21 @@ def bars_figure(summary: dict[str, Any], condition: str, settings: str) -> bytes
 
 
 def effects_figure(summary: dict[str, Any]) -> bytes:
-    """Trait − control difference per trait (95 % CI over seeds), one column per condition × settings."""
+    """Trait − control difference per trait (95 % CI over seeds), one column per condition × settings, as PNG."""
+    return png_bytes(effects_axes(summary))
+
+
+def effects_axes(summary: dict[str, Any]) -> Any:
+    """The effects figure as a live matplotlib figure (see :func:`effects_figure`)."""
     plt = pyplot()
     import numpy as np
 
     keys = families(summary)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(keys) + 2), 4.2), dpi=110)
+    width = max(6.0, 1.3 * len(keys) + 2)
+    # Wrapped to the figure's width: at 6 inches the one-line title ran past both edges.
+    title = textwrap.fill("Trait − control per trait (95 % CI over seeds; orange: transfer, blue: reverse, after "
+                          f"Holm), {seeds_label(summary['seeds'])}", int(width * 11))
+    fig, ax = plt.subplots(figsize=(width, 4.2 + 0.2 * title.count("\n")), dpi=110)
     for i, (condition, settings) in enumerate(keys):
         members = [g for g in summary["groups"] if (g["condition"], g["settings"]) == (condition, settings)]
         spread = np.linspace(-0.25, 0.25, len(members)) if len(members) > 1 else np.zeros(1)
@@ -303,10 +328,9 @@ def effects_figure(summary: dict[str, Any]) -> bytes:
     ax.set_xticks(range(len(keys)), [family_label(summary, c, s) for c, s in keys])
     ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("P(trait): trait student − control student")
-    ax.set_title("Trait − control per trait (95 % CI over seeds; orange: transfer, blue: reverse, after Holm)",
-                 fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return png_bytes(fig)
+    return fig
 
 
 def report_figures(summary: dict[str, Any]) -> dict[str, bytes]:
