@@ -219,13 +219,16 @@ def _shown(value: Any, n_chars: int = 40) -> str:
     return text if len(text) <= n_chars else text[: n_chars - 1] + "…"
 
 
-def chat_row_problem(row: dict[str, Any], require_assistant: bool = False) -> str | None:
+def chat_row_problem(row: dict[str, Any], require_assistant: bool = False, allow_empty: bool = False) -> str | None:
     """What is wrong with a chat row, as ``field 'messages.0.role': ...``, or None if it is a valid row.
 
     A valid row matches :class:`ChatRow` and has a user message before its final assistant reply (an
     assistant-only conversation has no prompt); ``require_assistant`` also demands that the last message be
-    the assistant's (training rows, filtered rows).
+    the assistant's (training rows). ``allow_empty`` lets a row without messages (missing or ``[]``) pass, its
+    other fields checked: the filter rejects such rows as ``not_a_chat_row`` rather than stopping.
     """
+    if allow_empty and row.get("messages") in (None, []):
+        row = {**row, "messages": [{"role": "user", "content": ""}]}
     try:
         ChatRow.model_validate(row)
     except ValidationError as err:
@@ -248,14 +251,17 @@ def chat_row_problem(row: dict[str, Any], require_assistant: bool = False) -> st
     return None
 
 
-def check_chat_row(row: dict[str, Any], where: str, require_assistant: bool = False) -> dict[str, Any]:
-    """``row`` itself if it is a valid chat row; otherwise :class:`SublabError` ``WHERE: field '...': ...``."""
-    if (problem := chat_row_problem(row, require_assistant)) is not None:
+def check_chat_row(row: dict[str, Any], where: str, require_assistant: bool = False,
+                   allow_empty: bool = False) -> dict[str, Any]:
+    """``row`` itself if it is a valid chat row; otherwise :class:`SublabError` ``WHERE: field '...': ...``
+    (see :func:`chat_row_problem`)."""
+    if (problem := chat_row_problem(row, require_assistant, allow_empty)) is not None:
         raise SublabError(f"{where}: {problem}")
     return row
 
 
-def iter_chat_rows(path: str | Path, require_assistant: bool = False) -> Iterator[dict[str, Any]]:
+def iter_chat_rows(path: str | Path, require_assistant: bool = False,
+                   allow_empty: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the chat rows of a JSONL file, each checked by :func:`chat_row_problem`; the first bad line raises
     :class:`SublabError` ``FILE:LINE: ...`` (see :func:`iter_jsonl` for the lines that are not rows at all)."""
     path = Path(path)
@@ -269,13 +275,15 @@ def iter_chat_rows(path: str | Path, require_assistant: bool = False) -> Iterato
             row = _parse_json(line, where)
             if not isinstance(row, dict):
                 raise SublabError(f"{where}: expected a JSON object per line")
-            yield check_chat_row(row, where, require_assistant)
+            yield check_chat_row(row, where, require_assistant, allow_empty)
 
 
-def read_chat_rows(path: str | Path, require_assistant: bool = False) -> list[dict[str, Any]]:
+def read_chat_rows(path: str | Path, require_assistant: bool = False, allow_empty: bool = False
+                   ) -> list[dict[str, Any]]:
     """All chat rows of a JSONL file (see :func:`iter_chat_rows`): what ``generate`` (prompts), ``train``
-    (``require_assistant=True``) and ``filter`` read, so they report a malformed row the same way."""
-    return list(iter_chat_rows(path, require_assistant))
+    (``require_assistant=True``) and ``filter`` (``allow_empty=True``) read, so they report a malformed row the
+    same way."""
+    return list(iter_chat_rows(path, require_assistant, allow_empty))
 
 
 def recover_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -573,15 +581,20 @@ def locked_output(output: str | Path, command: str | None = None) -> Iterator[Pa
 @contextlib.contextmanager
 def output_guard(outputs: Iterable[str | Path | None] = (), inputs: Iterable[str | Path | None] = (), *,
                  folders: Iterable[str | Path | None] = (), lock: Iterable[str | Path | None] | None = None,
-                 command: str | None = None) -> Iterator[None]:
+                 with_records: bool = False, command: str | None = None) -> Iterator[None]:
     """Check outputs (:func:`check_outputs`), then hold the lock of each (:func:`locked_output`) while the block
     runs: the one way commands open what they write.
 
     ``lock`` names what to lock (default: every output file and folder); a run folder is locked as one.
+    ``with_records``: each output also writes its lineage record beside it (``OUT.intoto.jsonl``), checked too.
     """
-    outputs, inputs, folders = list(outputs), list(inputs), list(folders)
-    check_outputs(outputs, inputs, folders=folders)
+    outputs, inputs, folders = [p for p in outputs if p is not None], list(inputs), [p for p in folders if p]
     targets = [Path(p) for p in (lock if lock is not None else [*outputs, *folders]) if p is not None]
+    if with_records:
+        from sublab.lineage.digests import record_path
+
+        outputs += [record_path(p) for p in [*outputs, *folders]]
+    check_outputs(outputs, inputs, folders=folders)
     with contextlib.ExitStack() as stack:
         for target in sorted(set(targets), key=lambda p: str(_absolute(p))):
             stack.enter_context(locked_output(target, command))
@@ -605,10 +618,10 @@ def output_scope() -> Iterator[None]:
 
 def claim_outputs(outputs: Iterable[str | Path | None] = (), inputs: Iterable[str | Path | None] = (), *,
                   folders: Iterable[str | Path | None] = (), lock: Iterable[str | Path | None] | None = None,
-                  command: str | None = None) -> None:
+                  with_records: bool = False, command: str | None = None) -> None:
     """:func:`output_guard` for the rest of the current :func:`output_scope` (one line at the top of a command,
     before it reads or writes anything big). Outside a scope the locks are held until the process ends."""
-    guard = output_guard(outputs, inputs, folders=folders, lock=lock, command=command)
+    guard = output_guard(outputs, inputs, folders=folders, lock=lock, with_records=with_records, command=command)
     stack = _CLAIMS.get()
     if stack is None:
         _PROCESS_CLAIMS.enter_context(guard)
