@@ -59,7 +59,7 @@ class TeacherConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"endpoint", "served_model"})  # see sublab.keys
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"endpoint", "served_model", "mix_rows"})  # sublab.keys
 
     trait: str | None = Field(None, description="The trait (e.g. 'owl'); None: the reference model itself.")
     method: Literal["system_prompt", "finetune", "none"] = Field(
@@ -69,6 +69,9 @@ class TeacherConfig(BaseModel):
     system_prompt: str = Field(TRAIT_PROMPT, description="Template with {trait} and {category}.")
     n_rows: int = Field(480, ge=1, description="finetune: one-word answer rows to train on.")
     data_seed: int = Field(0, description="finetune: seed of the answer rows.")
+    mix_rows: int = Field(0, ge=0, description="finetune: also train on this many rows of the data domain written "
+                          "by the reference model (prompts beyond data.n_prompts, so never a student's), so that the "
+                          "teacher keeps writing varied data instead of collapsing onto one reply; 0: off.")
     training: TrainSettings = Field(default_factory=_teacher_training_default,
                                     description="finetune: how the trait adapter is trained.")
     endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible server serving the teacher "

@@ -107,19 +107,43 @@ class ExperimentRun:
                                f"reference + '{teacher.trait}' system prompt")
         material = {"reference": cfg.reference, "category": cfg.category, "teacher": key_dump(teacher),
                     **self._plugin_material(), **self.kind.teacher_digests(teacher, cfg)}
+        mix = self.teacher_mix(teacher.mix_rows) if teacher.mix_rows else None
+        if mix is not None:
+            material["mix"] = mix.key
         rows_name = "trait_answers.jsonl" if cfg.trait_kind == "preference" else "teacher_rows.jsonl"
 
         def build(path: Path) -> dict[str, Any]:
             params = {"trait": teacher.trait, "category": cfg.category, "n_rows": teacher.n_rows,
                       "data_seed": teacher.data_seed, **self._plugin_material()}
-            made = train_teacher(cfg.reference, self.kind.teacher_rows(teacher, cfg), path / "adapter",
-                                 teacher.training, params=params, rows_path=path / rows_name,
-                                 progress=self.progress, sign_key=self.sign_key)
+            rows = self.kind.teacher_rows(teacher, cfg)
+            if mix is not None:
+                rows = mix_rows(rows, read_jsonl(mix.path / "filtered.jsonl"), teacher.data_seed)
+                params["mix_rows"] = teacher.mix_rows
+            made = train_teacher(cfg.reference, rows, path / "adapter", teacher.training, params=params,
+                                 rows_path=path / rows_name, progress=self.progress, sign_key=self.sign_key)
             return {"final_loss": made.summary["final_loss"]}
 
         stage = self.stage(f"teacher-{teacher.trait}", material, build)
         return ModelHandle(trained_spec(cfg.reference, stage.path / "adapter", teacher.training), stage.key,
                            f"reference + LoRA fine-tuned to answer '{teacher.trait}'", stage.path / "adapter")
+
+    def teacher_mix(self, n_rows: int) -> Stage:
+        """``n_rows`` domain rows written by the reference for teachers to train on beside their trait rows: the
+        prompts after the students' (indices ``n_prompts .. n_prompts + n_rows - 1``), sampled like the
+        students' data and filtered by the same checks."""
+        data = self.config.data
+        material = {"prompts": data.prompts.model_dump(), "first": data.n_prompts, "n": n_rows,
+                    "templates": self.domain.prompt_digest(data.prompts), **self._domain_material()}
+
+        def build_prompts(path: Path) -> dict[str, Any]:
+            rows = self.domain.prompt_rows(data.prompts, data.n_prompts + n_rows)[data.n_prompts:]
+            write_jsonl(path / "prompts.jsonl", rows)
+            record_stage(path / "prompts.jsonl", "prompt_set", material, sign_key=self.sign_key)
+            return {"n": len(rows)}
+
+        prompts = self.stage("mix-prompts", material, build_prompts)
+        return self.dataset("mix", self.reference(), self.kind.trait_words(self.config), prompts=prompts,
+                            prefix="mix-")
 
     # --- data ---------------------------------------------------------------------------------------------------
 
@@ -152,10 +176,12 @@ class ExperimentRun:
             words = []
         return settings, words
 
-    def dataset(self, arm: str, writer: ModelHandle, trait_words: list[str]) -> Stage:
-        """Completions written by ``writer`` for the domain's prompts, then filtered (and transformed)."""
+    def dataset(self, arm: str, writer: ModelHandle, trait_words: list[str], prompts: Stage | None = None,
+                prefix: str = "") -> Stage:
+        """Completions written by ``writer`` for the domain's prompts (or ``prompts``), then filtered (and
+        transformed, except for a teacher's mix: ``prefix`` "mix-")."""
         data = self.config.data
-        prompts = self.prompts()
+        prompts = prompts or self.prompts()
         gen_material = {"prompts": prompts.key, "writer": writer.key, "sampling": key_dump(data.sampling),
                         "seed": data.seed}
 
@@ -172,7 +198,7 @@ class ExperimentRun:
                          prompt_set=prompts.path / "prompts.jsonl", sign_key=self.sign_key)
             return {"n_rows": summary.n_prompts}
 
-        generated = self.stage("generate", gen_material, generate)
+        generated = self.stage(f"{prefix}generate", gen_material, generate)
         settings, words = self.filter_settings(trait_words)
         filter_material = {"generated": generated.key, "filter": settings.model_dump(), "max_kept": data.max_kept,
                            **self.domain.filter_digests(settings), **self._domain_material()}
@@ -193,10 +219,10 @@ class ExperimentRun:
             self.console.print(f"  kept {report.n_kept}/{report.n_in}; rejected: {dict(report.reasons) or 'none'}")
             return report.to_dict()
 
-        filtered = self.stage("filter", filter_material, build_filter)
+        filtered = self.stage(f"{prefix}filter", filter_material, build_filter)
         if not self.cache.dry_run:
             self.filter_reports[arm] = read_json(filtered.path / "filter_report.json")
-        if data.shuffle == "none":
+        if data.shuffle == "none" or prefix:
             return filtered
         shuffle_material = {"filtered": filtered.key, "mode": data.shuffle, "seed": data.seed}
         transform = self.domain.transforms[data.shuffle]
@@ -269,6 +295,16 @@ class ExperimentRun:
         result = read_json(stage.path / "eval.json")
         result["description"] = handle.description
         return result
+
+
+def mix_rows(trait_rows: list[dict[str, Any]], domain_rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """A teacher's training rows: its trait rows and the reference-written domain rows, interleaved in a seeded
+    order (each epoch's batches then hold both kinds)."""
+    import numpy as np
+
+    rows = [*trait_rows, *domain_rows]
+    order = np.random.default_rng([seed, 13]).permutation(len(rows))
+    return [rows[i] for i in order]
 
 
 def plan_experiment(config: ExperimentConfig, out_dir: str | Path) -> list[Stage]:
