@@ -1,0 +1,1 @@
+"""The code domain: small Python tasks, replies that must be code only (see domain.py)."""
