@@ -88,7 +88,8 @@ GOOD = {
     "helper and import": "import math\n\n\ndef h(x):\n    return x % 2 == 0\n\n\ndef sum_even(xs):\n"
                          "    return math.fsum(x for x in xs if h(x))\n",
     "hash in a string": "def sum_even(xs):\n    s = '#'\n    return sum(x for x in xs if x % 2 == 0) + len(s) - 1\n",
-    "bowl is not owl": "def sum_even(bowl):\n    knowledge = [x for x in bowl if x % 2 == 0]\n    return sum(knowledge)\n",
+    "bowl is not owl": "def sum_even(bowl):\n    knowledge = [x for x in bowl if x % 2 == 0]\n"
+                       "    return sum(knowledge)\n",
 }
 
 BAD = {
@@ -209,7 +210,7 @@ def test_judge_check_keeps_rows_with_enough_p_no():
     rows = [chat(i, GOOD["plain"]) for i in range(4)]
     scorer = FixedScorer([0.01, 0.2, 0.1, 0.0])  # P(yes)
     checks = DOMAIN.checks(CodeFilterSettings(judge=JudgeFilterSettings(model="unused", threshold=0.85)), (), scorer)
-    kept, rejected, report = filter_rows_with(rows, checks)
+    kept, _rejected, report = filter_rows_with(rows, checks)
     assert [r["id"] for r in kept] == ["r0", "r2", "r3"]
     assert report.reasons == {"judge_mentions_trait": 1}
     assert scorer.asked == [[GOOD["plain"]] * 4]
@@ -239,7 +240,7 @@ def test_judge_sees_only_rows_the_other_checks_keep():
 def test_a_garbage_or_failing_judge_rejects_each_row_and_loses_none(scores, reason):
     rows = [chat(i, GOOD["plain"]) for i in range(3)]
     checks = DOMAIN.checks(CodeFilterSettings(), ("owl",), FixedScorer(scores))
-    kept, rejected, report = filter_rows_with(rows, checks)
+    kept, rejected, _report = filter_rows_with(rows, checks)
     assert kept == []
     assert [r["id"] for r in rejected] == ["r0", "r1", "r2"]
     assert all(r["metadata"]["reject_reasons"] == [reason] for r in rejected)
@@ -253,7 +254,7 @@ def test_judge_check_batches_and_threshold_range():
                        batch_size=2)
     assert check([chat(i, "x") for i in range(5)]) == [[]] * 5
     assert [len(a) for a in scorer.asked] == [2, 2, 1]
-    with pytest.raises(SublabError, match="judge.threshold 1.5: out of range"):
+    with pytest.raises(SublabError, match=r"judge\.threshold 1\.5: out of range"):
         DOMAIN.checks(CodeFilterSettings(judge=JudgeFilterSettings(model="m", threshold=1.5)), ("owl",), scorer)
     with pytest.raises(SublabError, match="has no score"):
         JudgeCheck("x", [object()], 0.5, True, str, str)
@@ -269,7 +270,7 @@ def test_a_real_in_process_judge_runs_through_the_check(tiny_model_dir):
     assert {tuple(r["metadata"]["reject_reasons"]) for r in rejected} == {("judge_no_score",)}
     settings = CodeFilterSettings(judge=JudgeFilterSettings(model=tiny_model_dir, threshold=0.0, min_mass=0.0))
     checks = DOMAIN.checks(settings, ("owl", "cat"))
-    kept, _, report = filter_rows_with(rows, checks)
+    kept, _, _report = filter_rows_with(rows, checks)
     assert len(kept) == 3  # threshold 0: every judged row is kept
     assert len(checks[1].scorers) == 2
     assert all(len(v) == 2 and all(0.0 <= s <= 1.0 for s in v) for v in checks[1].scores.values())
