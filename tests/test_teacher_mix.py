@@ -27,6 +27,13 @@ def test_mixed_teachers_train_on_reference_rows_of_prompts_no_student_sees(tiny_
         assert len(rows) == 8 + len(mix)
         assert sorted(json.dumps(r, sort_keys=True) for r in rows if r["id"] in {m["id"] for m in mix}) == \
             sorted(json.dumps(r, sort_keys=True) for r in mix)
+    # the mix, hence the teachers, do not depend on how many prompts the students get
+    more = tiny_config(tiny_model_dir, teacher={**mixed, "trait": "owl"}, control={**mixed, "trait": "cat"},
+                       data={"source": "teacher", "n_prompts": 9,
+                             "sampling": {"constrained": True, "max_new_tokens": 8, "batch_size": 3}})
+    planned = {s.name: s for s in plan_experiment(more, tmp_path)}
+    assert all(planned[n].cached for n in ("mix-prompts", "mix-generate", "mix-filter", "teacher-owl", "teacher-cat"))
+    assert not planned["prompts"].cached
     # mix_rows is part of the teacher's key only when set: the unmixed config plans other teacher keys
     plain = [s for s in plan_experiment(tiny_config(tiny_model_dir), tmp_path) if s.name.startswith("teacher-")]
     assert all(not s.cached for s in plain)

@@ -36,6 +36,9 @@ from sublab.train.teacher import train_teacher
 from sublab.train.trainer import train_model, trained_spec
 from sublab.traits.base import get_trait_kind
 
+#: A teacher's mix rows (teacher.mix_rows) come from the prompt family with its seed moved by this much.
+MIX_SEED_OFFSET = 7919
+
 
 @dataclass
 class ModelHandle:
@@ -128,15 +131,21 @@ class ExperimentRun:
                            f"reference + LoRA fine-tuned to answer '{teacher.trait}'", stage.path / "adapter")
 
     def teacher_mix(self, n_rows: int) -> Stage:
-        """``n_rows`` domain rows written by the reference for teachers to train on beside their trait rows: the
-        prompts after the students' (indices ``n_prompts .. n_prompts + n_rows - 1``), sampled like the
-        students' data and filtered by the same checks."""
+        """``n_rows`` domain rows written by the reference for teachers to train on beside their trait rows,
+        sampled like the students' data and filtered by the same checks. Their prompts are never a student's:
+        the domain's prompt family with its seed moved by :data:`MIX_SEED_OFFSET` (so the mix, and the teachers,
+        are the same whatever ``data.n_prompts`` is), or, for prompt settings without a seed, the prompts after
+        the students'."""
         data = self.config.data
-        material = {"prompts": data.prompts.model_dump(), "first": data.n_prompts, "n": n_rows,
-                    "templates": self.domain.prompt_digest(data.prompts), **self._domain_material()}
+        seeded = "seed" in type(data.prompts).model_fields
+        settings = data.prompts.model_copy(update={"seed": data.prompts.seed + MIX_SEED_OFFSET}) if seeded \
+            else data.prompts
+        first = 0 if seeded else data.n_prompts
+        material = {"prompts": settings.model_dump(), "first": first, "n": n_rows,
+                    "templates": self.domain.prompt_digest(settings), **self._domain_material()}
 
         def build_prompts(path: Path) -> dict[str, Any]:
-            rows = self.domain.prompt_rows(data.prompts, data.n_prompts + n_rows)[data.n_prompts:]
+            rows = self.domain.prompt_rows(settings, first + n_rows)[first:]
             write_jsonl(path / "prompts.jsonl", rows)
             record_stage(path / "prompts.jsonl", "prompt_set", material, sign_key=self.sign_key)
             return {"n": len(rows)}
