@@ -98,7 +98,7 @@ def test_greedy_equals_transformers_token_for_token_fp32(tiny, tiny_qwen, which,
 
 
 @pytest.mark.parametrize("options", [FastOptions(share_prefix=False), FastOptions(candidates_only=False),
-                                     FastOptions(compact=False)])
+                                     FastOptions(compact=False), FastOptions(jump_forward=False)])
 def test_each_part_can_be_switched_off_without_changing_replies(tiny, options):
     """The benchmark's switches change the work done, not the result: greedy and seeded samples are equal."""
     model, tokenizer = tiny

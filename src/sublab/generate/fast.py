@@ -40,6 +40,8 @@ from sublab.errors import SublabError
 from sublab.models.chat import end_of_turn_id, format_prompt
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+#: Prompt tokens per prefill chunk (measured on a 2-core EPYC: see docs/generation.md).
+PREFILL_CHUNK_TOKENS = 1024
 #: Compact the KV cache once this fraction of its rows has ended.
 COMPACT_FRACTION = 0.25
 #: generation_config fields that would change what ``generate`` samples; the fast sampler applies none of them.
@@ -174,6 +176,8 @@ class FastModel:
 
     @staticmethod
     def _rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        if h.dtype == torch.float32 and weight.dtype == torch.float32:  # one fused kernel, the same arithmetic
+            return F.rms_norm(h, (h.shape[-1],), weight, eps)
         x = h.to(torch.float32)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
         return weight * x.to(h.dtype)
@@ -190,18 +194,26 @@ class FastModel:
         cos, sin = self.rotary(probe, positions[None, :])
         return cos[0, :, None, :], sin[0, :, None, :]
 
-    def _run_layers(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any) -> torch.Tensor:
-        """The decoder layers over tokens ``h`` ([N, d]); ``attend(i, q, k, v)`` does layer i's attention."""
+    def _run_layers(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any,
+                    outputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder layers over tokens ``h`` ([N, d]); ``attend(i, q, k, v)`` does layer i's attention.
+
+        ``outputs``: the tokens whose final hidden state is wanted (default all); the last layer's output
+        projection and MLP run for those only (every token's keys and values are still written)."""
         n = h.shape[0]
+        last = len(self.layers) - 1
         cd = self.compute_dtype
         q_width, kv_width = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         for index, layer in enumerate(self.layers):
             x = self._rms_norm(h, layer.norm_in, self.eps)
             qkv = F.linear(x.to(cd), layer.qkv, layer.qkv_bias)
-            q, k, v = qkv.split((q_width, kv_width, kv_width), dim=-1)
-            q = self._rope(q.view(n, self.n_heads, self.head_dim), cos, sin)
-            k = self._rope(k.view(n, self.n_kv, self.head_dim), cos, sin)
-            attn = attend(index, q.to(cd), k.to(cd), v.view(n, self.n_kv, self.head_dim))
+            # Queries and keys rotated together (one set of ops for both heads' kinds).
+            qk = self._rope(qkv[:, : q_width + kv_width].view(n, self.n_heads + self.n_kv, self.head_dim), cos, sin)
+            qk = qk.to(cd)
+            q, k = qk[:, : self.n_heads], qk[:, self.n_heads :]
+            attn = attend(index, q, k, qkv[:, q_width + kv_width :].view(n, self.n_kv, self.head_dim))
+            if index == last and outputs is not None:
+                h, attn = h[outputs], attn[outputs]
             h = h + F.linear(attn, layer.out, layer.out_bias)
             x = self._rms_norm(h, layer.norm_mlp, self.eps)
             gate, up = F.linear(x.to(cd), layer.gate_up, layer.gate_up_bias).split(self.intermediate, dim=-1)
@@ -226,28 +238,36 @@ class FastModel:
         h = self.embed[torch.tensor([t for r in rows for t in r])]
         cos, sin = self._rotary(positions)
         span = start + longest
-        slots = torch.arange(span)
-        query_pos = start + torch.arange(longest)
-        causal = slots[None, None, :] <= query_pos[None, :, None]
-        mask = (causal & (slots[None, None, :] < (start + lengths)[:, None, None]))[:, None]  # [rows, 1, longest, span]
-        groups = self.n_heads // self.n_kv
+        gqa = self.n_heads != self.n_kv
 
         def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             keys[index][row_of, :, positions] = k
             values[index][row_of, :, positions] = v
-            padded = q.new_zeros(n_rows, longest, self.n_heads, self.head_dim)
-            padded[row_of, offset] = q
-            key = keys[index][:, :, :span]
-            value = values[index][:, :, :span]
-            if groups > 1:
-                key = key.repeat_interleave(groups, dim=1)
-                value = value.repeat_interleave(groups, dim=1)
-            out = F.scaled_dot_product_attention(padded.transpose(1, 2), key, value, attn_mask=mask,
-                                                 scale=self.scaling)
-            return out.transpose(1, 2)[row_of, offset].reshape(-1, self.n_heads * self.head_dim)
+            # Queries sit at their cache slots, the slots of the shared prefix left as zero queries, so plain
+            # causal attention (no mask tensor: the fast kernel, which skips the upper triangle) is exactly
+            # each row's attention: a row's query at slot s sees slots <= s, its prefix and its own tokens; the
+            # padding after a row's last token is seen only by padding queries, whose output is dropped.
+            padded = q.new_zeros(n_rows, span, self.n_heads, self.head_dim)
+            padded[row_of, positions] = q
+            out = F.scaled_dot_product_attention(padded.transpose(1, 2), keys[index][:, :, :span],
+                                                 values[index][:, :, :span], is_causal=True, scale=self.scaling,
+                                                 enable_gqa=gqa)
+            return out.transpose(1, 2)[row_of, positions].reshape(-1, self.n_heads * self.head_dim)
 
-        h = self._run_layers(h, cos, sin, attend)
-        return h[lengths.cumsum(0) - 1]
+        return self._run_layers(h, cos, sin, attend, outputs=lengths.cumsum(0) - 1)
+
+    def prefill_chunked(self, keys: torch.Tensor, values: torch.Tensor, rows: list[list[int]], start: int,
+                        chunk_tokens: int | None = None) -> torch.Tensor:
+        """:meth:`prefill` over consecutive chunks of rows of about ``chunk_tokens`` tokens each."""
+        budget = chunk_tokens or PREFILL_CHUNK_TOKENS
+        hidden, first, count = [], 0, 0
+        for index, row in enumerate(rows):
+            count += len(row)
+            if count >= budget or index == len(rows) - 1:
+                hidden.append(self.prefill(keys[:, first : index + 1], values[:, first : index + 1],
+                                           rows[first : index + 1], start))
+                first, count = index + 1, 0
+        return torch.cat(hidden)
 
     def decode(self, keys: torch.Tensor, values: torch.Tensor, tokens: torch.Tensor,
                positions: torch.Tensor) -> torch.Tensor:
@@ -264,12 +284,45 @@ class FastModel:
             keys[index][rows, :, positions] = k
             values[index][rows, :, positions] = v
             # One query token: the query heads of a key/value head form its "query length" (no repeat_kv copy).
-            grouped = q.view(n_rows, self.n_kv, groups, self.head_dim)
+            grouped = q.reshape(n_rows, self.n_kv, groups, self.head_dim)
             out = F.scaled_dot_product_attention(grouped, keys[index][:, :, :span], values[index][:, :, :span],
                                                  attn_mask=mask, scale=self.scaling)
             return out.reshape(n_rows, self.n_heads * self.head_dim)
 
         return self._run_layers(h, cos, sin, attend)
+
+    def decode_many(self, keys: torch.Tensor, values: torch.Tensor, rows: list[list[int]],
+                    positions: torch.Tensor) -> torch.Tensor:
+        """Each cache row's tokens ``rows[i]`` at positions ``positions[i], positions[i] + 1, ...`` (a sampled
+        token and the tokens the grammar forces after it); returns each row's last hidden state."""
+        lengths = torch.tensor([len(r) for r in rows])
+        width = int(lengths.max())
+        if width == 1:
+            return self.decode(keys, values, torch.tensor([r[0] for r in rows]), positions)
+        n_rows, groups = len(rows), self.n_heads // self.n_kv
+        row_of = torch.repeat_interleave(torch.arange(n_rows), lengths)
+        offset = torch.arange(int(lengths.sum())) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        slots = positions[row_of] + offset
+        h = self.embed[torch.tensor([t for r in rows for t in r])]
+        cos, sin = self._rotary(slots)
+        span = int(slots.max()) + 1
+        query_slots = positions[:, None] + torch.arange(width)[None, :]
+        mask = torch.arange(span)[None, None, :] <= query_slots[:, :, None]  # [rows, width, span]
+        mask = mask.repeat(1, groups, 1)[:, None]  # query (g, j) of a key/value head at index g * width + j
+
+        def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            keys[index][row_of, :, slots] = k
+            values[index][row_of, :, slots] = v
+            padded = q.new_zeros(n_rows, width, self.n_heads, self.head_dim)
+            padded[row_of, offset] = q
+            grouped = padded.view(n_rows, width, self.n_kv, groups, self.head_dim).permute(0, 2, 3, 1, 4)
+            out = F.scaled_dot_product_attention(grouped.reshape(n_rows, self.n_kv, groups * width, self.head_dim),
+                                                 keys[index][:, :, :span], values[index][:, :, :span],
+                                                 attn_mask=mask, scale=self.scaling)
+            out = out.view(n_rows, self.n_kv, groups, width, self.head_dim).permute(0, 3, 1, 2, 4)
+            return out.reshape(n_rows, width, self.n_heads * self.head_dim)[row_of, offset]
+
+        return self._run_layers(h, cos, sin, attend, outputs=lengths.cumsum(0) - 1)
 
     def logits(self, hidden: torch.Tensor, token_ids: list[int] | None) -> torch.Tensor:
         """float32 logits of ``token_ids`` (all tokens when None) after the final norm, rounded through the
@@ -367,11 +420,14 @@ def choose_tokens(logits: torch.Tensor, allowed: torch.Tensor | None, temperatur
 @dataclass(frozen=True)
 class FastOptions:
     """Switches to measure what each part of the fast sampler pays (benchmarks/generation.py); all on by
-    default, and none changes the distribution sampled."""
+    default, and none changes the rows sampled (only the work done)."""
 
     share_prefix: bool = True
     candidates_only: bool = True
     compact: bool = True
+    #: Feed the tokens the grammar forces (the only allowed token, e.g. the space of ", ") with the sampled
+    #: token before them, instead of spending a decode step on each.
+    jump_forward: bool = True
 
 
 class _Profile:
@@ -414,8 +470,11 @@ def fast_sample_ids(model: Any, prompts: list[list[int]], max_new_tokens: int, t
         keys[:, :, :, :n_prefix] = prefix_keys
         values[:, :, :, :n_prefix] = prefix_values
         clock.count("prefill_tokens", 0 if cached else n_prefix)
-    hidden = fast.prefill(keys, values, suffixes, n_prefix)
-    positions = torch.tensor([len(p) for p in prompts])
+    # Cache rows in order of prompt length, prefilled a chunk of similar rows at a time: little padding in
+    # attention, and activations that stay in the CPU's caches.
+    order = sorted(range(n_rows), key=lambda i: len(suffixes[i]))
+    hidden = fast.prefill_chunked(keys, values, [suffixes[i] for i in order], n_prefix)
+    positions = torch.tensor([len(prompts[i]) for i in order])
     clock.count("prefill_tokens", sum(len(s) for s in suffixes))
     clock.phase("prefill")
 
@@ -425,44 +484,64 @@ def fast_sample_ids(model: Any, prompts: list[list[int]], max_new_tokens: int, t
     states = [constraint.start_state() for _ in range(n_rows)] if constraint is not None else None
     uniforms = row_uniforms(seed, n_rows, max_new_tokens) if temperature > 0 else None
     replies: list[list[int]] = [[] for _ in range(n_rows)]
-    live = torch.arange(n_rows)  # original row of each cache row
+    live = torch.tensor(order)  # original row of each cache row
     ended = torch.zeros(n_rows, dtype=torch.bool)  # per cache row
-    for step in range(max_new_tokens):
+    while True:
         logits = fast.logits(hidden, scored)
         clock.count("logit_cells", logits.numel())
         clock.phase("logits")
+        rows = live.tolist()
+        # A row's n-th token is always drawn with its n-th uniform, whatever the steps before did.
+        counts = [min(len(replies[r]), max_new_tokens - 1) for r in rows]
         allowed = None
         if constraint is not None:
-            allowed = constraint.candidate_masks([states[int(r)] for r in live], step)
+            allowed = constraint.candidate_masks([states[r] for r in rows], counts)
             clock.phase("grammar")
             if scored is None:  # the whole vocabulary was scored: the same mask, spread over it
                 spread = torch.zeros(logits.shape, dtype=torch.bool)
                 spread[:, candidate_tensor] = allowed
                 allowed = spread
-        u = uniforms[live, step] if uniforms is not None else None
+        u = uniforms[live, torch.tensor(counts)] if uniforms is not None else None
         picked = choose_tokens(logits, allowed, temperature, u)
         tokens = candidate_tensor[picked] if scored is not None else picked
         clock.phase("sampling")
-        for cache_row, (row, token) in enumerate(zip(live.tolist(), tokens.tolist(), strict=True)):
-            if ended[cache_row]:
-                continue
-            if token == end_id:
+        feed = []
+        for cache_row, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if ended[cache_row] or token == end_id:
                 ended[cache_row] = True
+                feed.append([token])  # an ended row stays in the cache until compaction: its input is ignored
                 continue
-            replies[row].append(token)
+            reply = replies[row]
+            reply.append(token)
+            fed = [token]
             if states is not None:
                 states[row] = constraint.advance(states[row], token)
+                while options.jump_forward and len(reply) < max_new_tokens:
+                    only = constraint.candidate_masks([states[row]], len(reply))[0]
+                    if int(only.sum()) != 1:
+                        break
+                    forced = candidates[int(only.nonzero())]
+                    if forced == end_id:  # the grammar can only end here: the row ends, as sampling would
+                        ended[cache_row] = True
+                        break
+                    reply.append(forced)
+                    fed.append(forced)
+                    states[row] = constraint.advance(states[row], forced)
+            if len(reply) >= max_new_tokens:
+                ended[cache_row] = True
+            feed.append(fed)
         clock.phase("grammar")
-        if step == max_new_tokens - 1 or bool(ended.all()):
+        if bool(ended.all()):
             break
         if options.compact and int(ended.sum()) >= max(1, math.ceil(COMPACT_FRACTION * len(live))):
             keep = (~ended).nonzero().squeeze(-1)
             keys, values = keys[:, keep], values[:, keep]
-            live, tokens, positions, ended = live[keep], tokens[keep], positions[keep], ended[keep]
+            live, positions, ended = live[keep], positions[keep], ended[keep]
+            feed = [feed[i] for i in keep.tolist()]
             clock.phase("compaction")
-        hidden = fast.decode(keys, values, tokens, positions)
-        positions = positions + 1
-        clock.count("decode_tokens", tokens.shape[0])
+        hidden = fast.decode_many(keys, values, feed, positions)
+        positions = positions + torch.tensor([len(f) for f in feed])
+        clock.count("decode_tokens", sum(len(f) for f in feed))
         clock.phase("decode")
     return replies
 

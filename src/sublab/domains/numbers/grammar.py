@@ -181,19 +181,21 @@ class NumberGrammarProcessor:
             self._candidate_masks[state] = mask
         return mask
 
-    def candidate_masks(self, states: list[State], n_generated: int) -> torch.Tensor:
-        """Allowed candidates per row (``[len(states), len(candidate_ids())]``) after ``n_generated`` tokens.
+    def candidate_masks(self, states: list[State], n_generated: int | list[int]) -> torch.Tensor:
+        """Allowed candidates per row (``[len(states), len(candidate_ids())]``) after ``n_generated`` tokens
+        (one count for every row, or one per row).
 
         Row for row this is the mask :meth:`__call__` applies at that step, restricted to the candidates (every
         other token is masked by :meth:`__call__` in every state), budget rule included.
         """
         masks = torch.stack([self.candidate_mask(s) for s in states])
         if self.max_new_tokens is not None:
-            remaining = self.max_new_tokens - n_generated
-            if remaining < len(self.grammar.separator) + 2:
-                outside_separator = torch.tensor([s[3] == 0 for s in states])[:, None]
+            counts = [n_generated] * len(states) if isinstance(n_generated, int) else n_generated
+            limit = len(self.grammar.separator) + 2
+            blocked = [self.max_new_tokens - n < limit and s[3] == 0 for s, n in zip(states, counts, strict=True)]
+            if any(blocked):
                 starts = self._separator_starts[self._candidate_index]
-                masks = masks & ~(starts[None, :] & outside_separator)
+                masks = masks & ~(starts[None, :] & torch.tensor(blocked)[:, None])
         return masks
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
