@@ -35,7 +35,7 @@ from sublab.io import (
     write_jsonl,
 )
 from sublab.keys import key_dump
-from sublab.models.loading import load_model, load_tokenizer
+from sublab.models.loading import load_model, load_tokenizer, pretrained_source
 from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
 from sublab.train.distill import TeacherTargets, autocast, channel_ids
@@ -295,6 +295,7 @@ def train_model(
     if out_dir.name in ("", ".", ".."):  # '-o .': name the folder itself, never its parent's entry
         out_dir = Path(os.path.abspath(out_dir))
     check_output_folder(out_dir)  # before anything is loaded, trained or deleted
+    pretrained_source(base)  # a model that cannot be found fails before the checkpoint folder is made
     if settings.method == "distill" and teacher is None and not has_soft_labels(rows):
         raise SublabError("method 'distill' needs a teacher, or rows with soft labels (`sublab label`)")
     if not rows:
