@@ -507,16 +507,13 @@ def _holder(handle: Any) -> str:
     return f"pid {facts['pid']} on {facts.get('host', '?')} ('{facts.get('command', '?')}'{when})"
 
 
-def _command_line() -> str:
-    try:
-        import click
-
-        context = click.get_current_context(silent=True)
-    except ImportError:  # pragma: no cover - click comes with typer
-        context = None
-    if context is not None:
-        return context.command_path
-    return " ".join(sys.argv[:3])
+def _command_line(max_chars: int = 200) -> str:
+    """The command that holds a lock, as the user typed it (``sublab generate prompts.jsonl -o raw.jsonl``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    if name == "__main__.py":  # python -m sublab
+        name = "sublab"
+    line = " ".join([name, *sys.argv[1:]])
+    return line if len(line) <= max_chars else line[: max_chars - 1] + "…"
 
 
 @contextlib.contextmanager

@@ -110,6 +110,11 @@ def mnist(
         base = MnistSettings.model_validate(fields)
     except ValidationError as err:
         raise SublabError(format_validation_error("options", err)) from None
+    from sublab.io import claim_outputs
+
+    names = ("sweep.json", "sweep.md", "sweep.png") if vary else ("results.json", "figure.png", "report.md")
+    source = Path(dataset[len("idx:"):]) if dataset.startswith("idx:") else None
+    claim_outputs([out / name for name in names], inputs=[source], lock=[out])
     data = load_image_data(base.dataset)
     if not vary:
         with progress_bars(not quiet) as progress:
@@ -177,8 +182,11 @@ def theory(
 ) -> None:
     """Check the paper's theorem: a same-init student's first distillation step points toward the teacher."""
     from sublab.experiments.theory import run_theory
-    from sublab.io import atomic_write_bytes, write_json
+    from sublab.io import atomic_write_bytes, claim_outputs, local_paths, write_json
     from sublab.report.mnist import theory_figure
+
+    claim_outputs([out / "results.json", out / "figure.png"], inputs=local_paths(model) if llm_pairs else [],
+                  lock=[out])
 
     with progress_bars(not quiet) as progress:
         results = run_theory(mlp_pairs, llm_pairs, model if llm_pairs else None, seed, progress=progress)
