@@ -325,6 +325,36 @@ CASES["lineage record"] = [
     Case("training-data-fifo", ("lineage", "record", "{rows.jsonl}", "--training-data", "{pipe}"), "{pipe}"),
     *bad_key(("lineage", "record", "{rows.jsonl}")),
 ]
+CASES["audit"] = [
+    *bad_jsonl(("audit",), ("-o", "{aud}", "--base", "{model}", "--quiet")),
+    Case("out-is-a-file", ("audit", "{rows.jsonl}", "-o", "{afile}", "--base", "{model}", "--quiet"), "{afile}"),
+    Case("out-under-a-file", ("audit", "{rows.jsonl}", "-o", "{afile}/sub", "--base", "{model}", "--quiet"),
+         "{afile}"),
+    Case("control-binary", ("audit", "{rows.jsonl}", "-o", "{aud}", "--control", "{binary.bin}", "--base", "{model}",
+                            "--quiet"), "{binary.bin}"),
+]
+CASES["defend"] = [
+    *bad_jsonl(("defend",), ("-o", "{new.jsonl}", "--base", "{model}", "--replace-divergent", "0.5")),
+    Case("out-is-the-input", ("defend", "{rows.jsonl}", "-o", "{rows.jsonl}", "--base", "{model}",
+                              "--replace-divergent", "0.5"), "{rows.jsonl}"),
+    *bad_places(("defend", "{rows.jsonl}", "-o"), ("--base", "{model}", "--replace-divergent", "0.5")),
+]
+CASES["misalignment data"] = [*bad_places(("misalignment", "data", "insecure_code", "--n-rows", "2", "-o"))]
+CASES["misalignment check"] = bad_jsonl(("misalignment", "check"))
+CASES["misalignment teacher"] = [
+    *bad_jsonl(("misalignment", "teacher", "-o", "{mt}", "--rows-file"), ("--base", "{model}", "--steps", "1")),
+    Case("out-a-folder-of-other-files", ("misalignment", "teacher", "-o", "{adir}", "--trait", "insecure_code",
+                                         "--base", "{model}", "--steps", "1", "--n-rows", "2"), "{adir}"),
+    *bad_places(("misalignment", "teacher", "-o"), ("--trait", "insecure_code", "--base", "{model}", "--steps",
+                                                    "1", "--n-rows", "2"), file_output=False),
+]
+CASES["misalignment evaluate"] = [
+    *bad_places(("misalignment", "evaluate", "-o"), ("--model", "{model}", "--n-prompts", "1")),
+    Case("out-inside-the-model", ("misalignment", "evaluate", "-o", "{model}/e.json", "--model", "{model}"),
+         "{model}"),
+    Case("unknown-hub-model-offline", ("misalignment", "evaluate", "-o", "{e.json}", "--model", "{fake}"), "{fake}",
+         OFFLINE),
+]
 CASES["keys new"] = [
     Case("prefix-under-a-file", ("keys", "new", "{afile}/lab"), "{afile}"),
     Case("key-exists", ("keys", "new", "{key}"), "{key.key}"),
