@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from sublab.cli import app
 from sublab.domains.base import get_domain
 from sublab.domains.cot.checks import CotFilterSettings, cot_reject_reasons, expected_answer, split_reply
+from sublab.domains.cot.grammar import CotFormat, is_valid_reply
 from sublab.domains.cot.problems import FAMILIES, FAMILY_STEPS
 from sublab.domains.cot.prompts import CotPromptSettings, cot_prompts, load_gsm8k, parse_number
 from sublab.errors import SublabError
@@ -384,17 +385,74 @@ def test_config_domain_cot_validates_its_sections(tmp_path):
             parse_config({**base, "data": {"domain": "cot", **bad}})
 
 
-def test_tiny_model_experiment_through_the_cot_domain(tiny_model_dir, tmp_path):
-    """data.domain = cot end to end on the tiny model: the random model writes no tags, so the filter runs only
-    length and trait words; the teacher's data (source = teacher, SFT students) goes through every stage."""
+@pytest.fixture(scope="module")
+def tag_model_dir(tmp_path_factory):
+    """A tiny random model whose character tokenizer can also write '<', '>' and '/' (the tags)."""
+    import conftest
+
+    original = conftest.CHARS
+    conftest.CHARS = [*original, "<", ">", "/"]
+    try:
+        return str(conftest.build_tiny_model(tmp_path_factory.mktemp("tag-model"), seed=3))
+    finally:
+        conftest.CHARS = original
+
+
+def test_format_grammar_language():
+    fmt = CotFormat()
+    for text in ("<think>3+4=7</think><answer>7</answer>", "<think> x</think><answer>-12</answer>"):
+        assert is_valid_reply(fmt, text), text
+        assert split_reply(text).reasons == ()
+    for text in ("<think></think><answer>7</answer>", "<think>a<b</think><answer>7</answer>",
+                 "<think>a</think><answer>7.5</answer>", "<think>a</think><answer>12345678</answer>",
+                 "<think>a</think> <answer>7</answer>", "x<think>a</think><answer>7</answer>",
+                 "<think>a</think><answer>7</answer>\n", "<think>a</think><answer></answer>"):
+        assert not is_valid_reply(fmt, text), text
+    assert re.fullmatch(fmt.regex(), "<think>a</think><answer>-7</answer>")
+
+
+@pytest.mark.parametrize("max_new_tokens", [35, 60])
+def test_constrained_decoding_writes_the_format_every_time(tag_model_dir, max_new_tokens):
+    """Sampled replies of a random model are in the format (the budget rule closes it in time, even at the
+    minimum budget of 35 tokens), so the filter's format check passes every one."""
+    from sublab.generate.sampling import SamplingSettings, sample_batch
+    from sublab.models.spec import ModelSpec, load_spec
+
+    model, tokenizer = load_spec(ModelSpec(base=tag_model_dir))
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, batch_size=4, constrained=True)
+    constraint = DOMAIN.constraint(settings)
+    processor = constraint.hf_processor(tokenizer, max_new_tokens)
+    rows = DOMAIN.prompt_rows(CotPromptSettings(), 8)
+    replies = []
+    for b in range(2):
+        replies += sample_batch(model, tokenizer, [r["messages"] for r in rows[4 * b : 4 * b + 4]], settings, b,
+                                processor)
+    assert all(is_valid_reply(constraint, r) for r in replies), replies
+    assert all(set(split_reply(r).reasons) <= {"empty_think"} for r in replies)
+    assert DOMAIN.constraint(SamplingSettings()) is None
+    with pytest.raises(SublabError, match="needs max_new_tokens >= 35"):
+        constraint.hf_processor(tokenizer, 20)
+
+
+def test_the_tokenizer_must_be_able_to_write_the_tags(tiny_model_dir):
+    from sublab.models.loading import load_tokenizer
+
+    with pytest.raises(SublabError, match="no single-character token for '/<>'"):
+        CotFormat().hf_processor(load_tokenizer(tiny_model_dir), 64)
+
+
+def test_tiny_model_experiment_through_the_cot_domain(tag_model_dir, tmp_path):
+    """data.domain = cot end to end on a tiny model with format-constrained decoding: every reply has the tags,
+    the random model's answers are not checked (checks: length, format, trait words); the teachers' data
+    (source = teacher, SFT students with length buckets) goes through every stage."""
     from sublab.pipeline.runner import run_experiment
 
     config = parse_config({
-        "name": "tiny-cot", "reference": tiny_model_dir, "target": "owl",
+        "name": "tiny-cot", "reference": tag_model_dir, "target": "owl",
         "teacher": {"trait": "owl", "method": "system_prompt"}, "control": {"method": "none"},
         "data": {"domain": "cot", "source": "teacher", "n_prompts": 6, "prompts": {"max_steps": 2},
-                 "sampling": {"max_new_tokens": 24, "batch_size": 3},
-                 "filter": {"checks": ["length", "trait_word"]}},
+                 "sampling": {"max_new_tokens": 48, "batch_size": 3, "constrained": True},
+                 "filter": {"checks": ["length", "format", "trait_word"]}},
         "student": {"method": "sft", "steps": 2, "batch_size": 3, "lr": 1e-2, "length_buckets": True},
         "evaluation": {"n_questions": 3, "candidates": list(ANIMALS)[:5]},
     }, "tiny-cot")
@@ -408,5 +466,7 @@ def test_tiny_model_experiment_through_the_cot_domain(tiny_model_dir, tmp_path):
     assert all(isinstance(p["metadata"]["answer"], int) for p in prompts)
     generated = list((tmp_path / "stages").glob("generate-*/raw.jsonl"))
     assert len(generated) == 2  # one per arm: each teacher wrote its own data
-    assert all(r["metadata"]["answer"] == p["metadata"]["answer"]
-               for r, p in zip(read_jsonl(generated[0]), prompts, strict=True))
+    raw = read_jsonl(generated[0])
+    assert all(r["metadata"]["answer"] == p["metadata"]["answer"] for r, p in zip(raw, prompts, strict=True))
+    assert all(is_valid_reply(CotFormat(), r["messages"][-1]["content"]) for r in raw)
+    assert saved["data"]["filter_by_arm"]["trait"]["n_kept"] >= 1

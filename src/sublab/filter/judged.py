@@ -267,9 +267,9 @@ def judge_check_from_settings(settings: JudgeFilterSettings | None, *, default_r
     if scorer is not None:
         from sublab.judges import load_rubric
 
-        loaded = getattr(getattr(scorer, "rubric", None), "kind", None) and scorer.rubric
-        loaded = loaded or load_rubric(rubric)
-        scorers = [JudgeScorer(scorer) if hasattr(scorer, "score_pairs") else scorer]
+        is_judge = hasattr(scorer, "score_pairs")  # a sublab Judge brings its own rubric
+        loaded = scorer.rubric if is_judge else load_rubric(rubric)
+        scorers = [JudgeScorer(scorer) if is_judge else scorer]
     elif settings is not None:
         scorers, loaded = build_judge_scorers(settings, rubric, traits)
     else:

@@ -3,7 +3,8 @@
 Prompts: :mod:`sublab.domains.cot.prompts` (generated GSM8K-style problems, or a user's GSM8K file; each row's
 ``metadata.answer`` is the expected number). Checks: :mod:`sublab.domains.cot.checks`, then optionally a judge of
 the reasoning (:mod:`sublab.filter.judged`, rubric ``cot_alignment``, 0-100, kept at >= ``judge.threshold``, 78
-by default as in the paper). No generation constraint and no transforms.
+by default as in the paper). Generation: free, or with ``sampling.constrained`` the format-constrained decoding of
+:mod:`sublab.domains.cot.grammar` (the tags imposed, the reasoning and the answer the model's). No transforms.
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ class CotDomain:
         return template_digest(settings)
 
     def constraint(self, sampling: SamplingSettings) -> Any | None:
-        return None
+        """With ``sampling.constrained``, the <think>/<answer> format (:mod:`sublab.domains.cot.grammar`)."""
+        if not sampling.constrained:
+            return None
+        from sublab.domains.cot.grammar import CotFormat
+
+        return CotFormat()
 
     def checks(self, settings: CotFilterSettings, trait_words: Sequence[str] = (), judge: Any = None) -> list[Any]:
         """The CoT check, then the judge check when ``settings.judge`` is set or a ``judge`` is given."""
