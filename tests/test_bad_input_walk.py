@@ -431,7 +431,9 @@ def workspace(tmp_path, tiny_model_dir, monkeypatch) -> Workspace:
             raise AssertionError(f"{_name} was reached with a bad input")
 
         monkeypatch.setattr(f"{module}.{name}", reached)
-    return Workspace(tmp_path, Path(tiny_model_dir))
+    model = tmp_path.parent / f"{tmp_path.name}-model"  # a copy: a case that writes into it harms no other test
+    shutil.copytree(tiny_model_dir, model)
+    return Workspace(tmp_path, model)
 
 
 @pytest.mark.parametrize(("command", "case"), _params())
