@@ -49,12 +49,14 @@ def judge(
 ) -> None:
     """Judge every row (resumable: rerun the same command after a kill); print counts; record the lineage."""
     from sublab.errors import SublabError
+    from sublab.io import claim_outputs, local_paths
     from sublab.judges import WEAK_JUDGE_NOTE, Judge, JudgeSettings, load_rubric
     from sublab.judges.run import judge_file, judged_rows, read_judge_rows
     from sublab.models.loading import DEFAULT_MODEL
     from sublab.models.spec import ModelSpec
     from sublab.pipeline.provenance import StageModel, record_stage
 
+    claim_outputs([out], inputs=[source, sign_key, *local_paths(rubric, model, adapter)], with_records=True)
     key = signing_key(sign_key)
     loaded_rubric = load_rubric(rubric)
     if endpoint and not model:

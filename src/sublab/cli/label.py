@@ -54,6 +54,7 @@ def label(
     distill` (no teacher option): over the channel, or with --channel full from the top-k.
     """
     from sublab.generate.run import model_identity
+    from sublab.io import claim_outputs, local_paths
     from sublab.models.loading import load_tokenizer
     from sublab.models.spec import ModelSpec, load_spec
     from sublab.pipeline.provenance import StageModel, record_stage
@@ -68,6 +69,7 @@ def label(
         tokenizer_identity,
     )
 
+    claim_outputs([out], inputs=[data, sign_key, *local_paths(model, adapter)], with_records=True)
     key = signing_key(sign_key)
     if top_k < 0:
         raise SublabError("--top-k: give 0 or more")

@@ -42,14 +42,19 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     sign_key: SignKey = None,
+    trait: Annotated[str, typer.Option(help="owl (a preference) or misalignment.")] = "owl",
 ) -> None:
-    """Run the default owl experiment on the embedded SmolLM2-135M (about 9-10 minutes on 2 CPU cores)."""
+    """Run the default owl experiment on the embedded SmolLM2-135M (about 9-10 minutes on 2 CPU cores), or with
+    --trait misalignment the misalignment numbers experiment (configs/demo-misalignment.toml)."""
     from sublab.pipeline.config import parse_config
 
-    text = resources.files("sublab.configs").joinpath("demo.toml").read_text(encoding="utf-8")
+    name = {"owl": "demo.toml", "misalignment": "demo-misalignment.toml"}.get(trait)
+    if name is None:
+        raise SublabError(f"--trait '{trait}': use owl or misalignment")
+    text = resources.files("sublab.configs").joinpath(name).read_text(encoding="utf-8")
     import tomllib
 
-    _run(parse_config(tomllib.loads(text), "demo.toml"), out, quiet, sign_key)
+    _run(parse_config(tomllib.loads(text), name), out, quiet, sign_key)
 
 
 @commands.command("run")
@@ -91,6 +96,12 @@ def _run(config: object, out: Path, quiet: bool, sign_key: Path | None = None, s
                              sign_key=key)
     console.print(terminal_table(results))
     console.print(verdict(results))
+    from rich.markup import escape
+
+    from sublab.traits.base import get_trait_kind
+
+    for warning in getattr(get_trait_kind(results.get("trait_kind", "preference")), "warnings", lambda r: [])(results):
+        console.print(f"[bold red]WARNING[/bold red]: {escape(warning)}")
     console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  figure: {out / 'figure.png'}")
 
 
@@ -256,9 +267,12 @@ def teacher(
     from sublab.io import claim_outputs, local_paths
     from sublab.models.loading import pretrained_source
     from sublab.train.teacher import train_trait_teacher, trait_rows_path
+    from sublab.train.trainer import check_output_folder
 
-    claim_outputs([trait_rows_path(out)], inputs=[sign_key, *local_paths(base)], folders=[out], with_records=True)
-    pretrained_source(base)  # a base that cannot be found fails before the training rows are written
+    claim_outputs(folders=[out], inputs=[sign_key, *local_paths(base)], with_records=True)  # refuses '-o .' too
+    claim_outputs([trait_rows_path(out)], lock=[])
+    check_output_folder(out)  # a folder that is not a previous teacher fails before the training rows are written
+    pretrained_source(base)  # and so does a base that cannot be found
     key = signing_key(sign_key)
     settings = train_settings(train or {}, method="sft")
     made = train_trait_teacher(base, trait, category, out, settings, n_rows=n_rows, data_seed=data_seed,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sublab.errors import SublabError
-from sublab.io import iter_jsonl, write_jsonl
+from sublab.io import read_chat_rows, write_jsonl
 
 NOT_A_CHAT_ROW = "not_a_chat_row"
 
@@ -124,7 +124,7 @@ def filter_file(
     ``max_kept`` caps the kept rows (the paper keeps at most 10,000), taking them in file order; the report counts
     the rows written as kept and the rows over the cap as ``n_capped``.
     """
-    rows = list(iter_jsonl(source))
+    rows = read_chat_rows(source, allow_empty=True)  # malformed: one line naming file, line and field
     kept, rejected, report = filter_rows(rows, settings, domain, trait_words, judge)
     kept, report = cap_kept(kept, report, max_kept)
     write_jsonl(output, kept)

@@ -9,6 +9,7 @@ appends only to rows made the same way and refuses, naming the file and the firs
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sublab.errors import SublabError
 from sublab.generate.sampling import SamplingSettings, build_contexts
-from sublab.io import JsonlAppender, first_difference, iter_jsonl, recover_jsonl, sha256_file, sha256_text
+from sublab.io import (
+    JsonlAppender,
+    check_chat_row,
+    first_difference,
+    iter_jsonl,
+    recover_jsonl,
+    sha256_file,
+    sha256_text,
+)
 from sublab.keys import key_dump
 from sublab.models.spec import ModelSpec
 
@@ -49,12 +58,13 @@ def read_prompt_rows(path: str | Path) -> list[dict[str, Any]]:
         messages = row.get("messages")
         if not isinstance(messages, list) or not messages:
             raise SublabError(f"{path}:{lineno}: a prompt row needs a non-empty 'messages' list")
-        if messages[-1].get("role") == "assistant":
-            messages = messages[:-1]
         row_id = str(row.get("id", f"row-{lineno:06d}"))
         if row_id in seen:
             raise SublabError(f"{path}:{lineno}: duplicate id '{row_id}'")
         seen.add(row_id)
+        check_chat_row(row, f"{path}:{lineno}")  # roles, contents, metadata, a user message: one line if not
+        if messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
         rows.append({"id": row_id, "messages": messages, "metadata": row.get("metadata", {})})
     return rows
 
@@ -91,15 +101,23 @@ def generation_metadata(settings: SamplingSettings, seed: int, model: str,
     }
 
 
+def prompt_digest(messages: list[dict[str, Any]]) -> str:
+    """sha256 of a prompt's messages (canonical JSON): what each generated row records as
+    ``metadata.generation.prompt_sha256``, so a resume notices a prompt whose text changed under the same id."""
+    return sha256_text(json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+
+
 def rows_done(output: str | Path, prompt_rows: list[dict[str, Any]], metadata: dict[str, Any]) -> set[str]:
     """Ids of the prompts ``output`` already holds rows for, after checking those rows can be resumed.
 
     Raises :class:`SublabError` naming ``output`` if a row answers no prompt, or was made with other generation
-    metadata (:func:`generation_metadata`): the message names the first differing field. A torn last line is
-    repaired (see :func:`sublab.io.recover_jsonl`).
+    metadata (:func:`generation_metadata`): the message names the first differing field; or was generated for
+    another text of its prompt (the row's ``prompt_sha256``, see :func:`prompt_digest`; a row written before rows
+    carried it is compared by the prompt messages it holds). A torn last line is repaired (see
+    :func:`sublab.io.recover_jsonl`).
     """
     output = Path(output)
-    wanted = {row["id"] for row in prompt_rows}
+    wanted = {row["id"]: row for row in prompt_rows}
     done = set()
     for lineno, row in enumerate(recover_jsonl(output), start=1):
         if row.get("id") not in wanted:
@@ -114,6 +132,13 @@ def rows_done(output: str | Path, prompt_rows: list[dict[str, Any]], metadata: d
             raise SublabError(f"{output}:{lineno}: rows here were generated with other settings: field "
                               f"'{field}' is {before!r} there and {now!r} now; use a new output file or the "
                               "same settings")
+        recorded = saved.get("prompt_sha256") if isinstance(saved, dict) else None
+        if recorded is None:  # a row written before rows carried the digest: its own messages are its prompt
+            messages = row.get("messages")
+            recorded = prompt_digest(messages[:-1]) if isinstance(messages, list) and messages else None
+        if recorded != prompt_digest(wanted[row["id"]]["messages"]):
+            raise SublabError(f"{output}:{lineno}: row '{row['id']}' was generated for another text of prompt "
+                              f"'{row['id']}' (the prompts changed since); use a new output file")
         done.add(row["id"])
     return done
 
@@ -196,7 +221,7 @@ def sample_rows(
                             "temperature": settings.temperature,
                             "seed": seed,
                             "batch": index,
-                            "generation": metadata,
+                            "generation": {**metadata, "prompt_sha256": prompt_digest(row["messages"])},
                         },
                     }
                 )

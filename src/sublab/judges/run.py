@@ -19,7 +19,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sublab.errors import SublabError
-from sublab.io import JsonlAppender, iter_jsonl, recover_jsonl
+from sublab.io import JsonlAppender, check_chat_row, iter_jsonl, recover_jsonl
 from sublab.judges.judge import Judge, question_answer
 
 
@@ -50,6 +50,7 @@ def read_judge_rows(path: str | Path) -> list[dict[str, Any]]:
             question_answer(row)
         except ValueError as err:
             raise SublabError(f"{path}:{lineno}: {err}") from None
+        check_chat_row(row, f"{path}:{lineno}")  # roles, contents, metadata, a user message (issue 10)
         row_id = str(row.get("id", f"row-{lineno:06d}"))
         if row_id in seen:
             raise SublabError(f"{path}:{lineno}: duplicate id '{row_id}'")

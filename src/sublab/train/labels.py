@@ -52,7 +52,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sublab.errors import SublabError
-from sublab.io import JsonlAppender, first_difference, iter_jsonl, recover_jsonl, sha256_text
+from sublab.io import JsonlAppender, check_chat_row, first_difference, iter_jsonl, recover_jsonl, sha256_text
 from sublab.models.chat import ChatEncoding, response_prefix
 from sublab.train.data import collate, encode_rows, response_logits
 from sublab.train.distill import autocast
@@ -63,7 +63,8 @@ DIGITS = 6
 #: Lowest log-prob written (JSON has no -inf; exp(-1e4) is 0 in any float format).
 LOGPROB_FLOOR = -1e4
 #: Fields of the row field that hold one entry per position; the others are the same for every row of a run.
-PER_POSITION = ("token_ids", "token_texts", "token_logprobs", "top_ids", "top_logprobs", "channel_logprobs")
+PER_POSITION = ("token_ids", "token_texts", "token_logprobs", "top_ids", "top_logprobs", "channel_logprobs",
+                "loss_mask")  # loss_mask (optional, 0/1 per position): sublab.defences masks positions out of the loss
 
 
 def vocab_digest(tokenizer: Any) -> str:
@@ -155,6 +156,7 @@ def read_label_input(path: str | Path) -> list[dict[str, Any]]:
         if (not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict)
                 or messages[-1].get("role") != "assistant" or not isinstance(messages[-1].get("content"), str)):
             raise SublabError(f"{path}:{lineno}: a row to label needs 'messages' ending with the assistant's reply")
+        check_chat_row(row, f"{path}:{lineno}", require_assistant=True)  # roles, contents, metadata (issue 10)
         row_id = str(row.get("id", f"row-{lineno:06d}"))
         if row_id in seen:
             raise SublabError(f"{path}:{lineno}: duplicate id '{row_id}'")
@@ -278,6 +280,15 @@ def _matrix(value: Any, n: int, width: int, name: str, where: str, dtype: torch.
         raise SublabError(f"{where}: soft_labels.{name} holds something that is not a number") from None
 
 
+def _loss_mask(value: Any, n: int, where: str) -> torch.Tensor:
+    """A row's optional ``loss_mask`` as a bool tensor of its n positions (all True when absent)."""
+    if value is None:
+        return torch.ones(n, dtype=torch.bool)
+    if not isinstance(value, list) or len(value) != n or any(v not in (0, 1) for v in value):
+        raise SublabError(f"{where}: soft_labels.loss_mask must hold 0 or 1 for each of the reply's {n} positions")
+    return torch.tensor(value, dtype=torch.bool)
+
+
 def _short(digest: Any) -> str:
     return str(digest)[:12]
 
@@ -350,7 +361,10 @@ class StoredTargets:
                 self.log_probs.append(torch.log_softmax(stored_lp[:, columns], dim=-1))
         self.counts = [e.n_response for e in student_encodings]
         self.n_positions = sum(self.counts)
-        self.n_aligned = self.n_positions  # one tokenizer: every response position has its label
+        # An optional per-position loss_mask (sublab.defences: divergence-token masking) drops positions.
+        self.masks = [_loss_mask(row[FIELD].get("loss_mask"), e.n_response, where)
+                      for where, row, e in zip(places, rows, student_encodings, strict=True)]
+        self.n_aligned = int(sum(int(m.sum()) for m in self.masks))
 
     @staticmethod
     def _check_tokenizer(header: dict[str, Any], student: dict[str, str], where: str) -> None:
@@ -396,11 +410,13 @@ class StoredTargets:
     def __call__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """For a batch of rows: indices into the student's flattened response positions, and the target
         log-probabilities there (over the student's channel; the top-k log-probs when training on top-k)."""
-        return self._student_index(indices), torch.cat([self.log_probs[i] for i in indices])
+        keep = torch.cat([self.masks[i] for i in indices])
+        return self._student_index(indices)[keep], torch.cat([self.log_probs[i] for i in indices])[keep]
 
     def top_k(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Student position indices, the teacher's top-k log-probs [N, k] and their token ids [N, k]."""
         if not self.use_top_k:
             raise ValueError("these targets are over a channel, not top-k")
         index, log_probs = self(indices)
-        return index, log_probs, torch.cat([self.ids[i] for i in indices])
+        keep = torch.cat([self.masks[i] for i in indices])
+        return index, log_probs, torch.cat([self.ids[i] for i in indices])[keep]
