@@ -212,6 +212,7 @@ def test_cache_keys_follow_built_in_questions_candidates_templates_and_filter_ve
         assert rebuilt() == evaluations
     with monkeypatch.context() as patch:
         patch.setattr(numbers_domain, "FILTER_VERSION", "numbers/test")
+        patch.setattr(numbers_domain, "PREVIOUS_FILTER_VERSION", "numbers/test")  # constrained data keys name it
         assert rebuilt() == {"filter", "student-control", "student-trait", "eval-control_student",
                              "eval-trait_student"}
         record = json.loads(next(p for p in (tmp_path / "stages").glob("filter-*")

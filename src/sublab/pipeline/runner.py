@@ -211,6 +211,8 @@ class ExperimentRun:
         settings, words = self.filter_settings(trait_words)
         filter_material = {"generated": generated.key, "filter": settings.model_dump(), "max_kept": data.max_kept,
                            **self.domain.filter_digests(settings), **self._domain_material()}
+        if key_version := getattr(self.domain, "filter_key_version", None):
+            filter_material["filter_version"] = key_version(data.sampling)
         if words:
             filter_material["trait_words"] = words
 
@@ -221,7 +223,10 @@ class ExperimentRun:
                                  rejected_path=path / "rejected.jsonl", max_kept=data.max_kept,
                                  domain=data.domain, trait_words=words)
             write_json(path / "filter_report.json", report.to_dict())
-            params = dict(filter_material)  # names the filter version
+            # The record names the filter code that ran; a key that names an equivalent older version says so.
+            params = {**filter_material, "filter_version": self.domain.filter_version}
+            if filter_material.get("filter_version") != self.domain.filter_version:
+                params["cache_key_filter_version"] = filter_material["filter_version"]
             record_stage(path / "filtered.jsonl", "dataset.filtered", params,
                          source_data=generated.path / "raw.jsonl", byproducts=[report.to_dict()],
                          sign_key=self.sign_key)

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sublab.domains.base import Row, Transform, register_domain
 from sublab.domains.numbers.banned import resolve_banned
-from sublab.domains.numbers.checks import TRAIT_WORD, NumberFilterSettings, contains_trait_word, number_reject_reasons
+from sublab.domains.numbers.checks import (
+    MAX_DIGIT_RUN,
+    MAX_REPLY_CHARS,
+    TRAIT_WORD,
+    NumberFilterSettings,
+    contains_trait_word,
+    number_reject_reasons,
+)
 from sublab.domains.numbers.prompts import NumberPromptSettings, number_prompts, template_digest
 from sublab.io import stable_hash
 
@@ -16,7 +23,23 @@ if TYPE_CHECKING:
 
     from sublab.generate.sampling import SamplingSettings
 
-FILTER_VERSION = "numbers/1"
+#: numbers/2 (issue 10): ASCII-only whitespace, a reply-length limit and a digit-run limit checked before parsing.
+FILTER_VERSION = "numbers/2"
+#: The version before; every reply an ASCII number grammar can write gets the same verdict under both.
+PREVIOUS_FILTER_VERSION = "numbers/1"
+
+
+def grammar_verdicts_unchanged(sampling: SamplingSettings) -> bool:
+    """Whether numbers/1 and numbers/2 give the same verdict to every reply sampled with ``sampling``: true for
+    constrained sampling whose separator holds no character numbers/1 took for whitespace and numbers/2 does not
+    (carriage return, vertical tab, form feed, Unicode spaces), and whose longest reply stays under both limits."""
+    import re
+
+    if not sampling.constrained:
+        return False
+    unicode_only_space = any(re.fullmatch(r"\s", c) and c not in " \t\n" for c in sampling.separator)
+    longest = sampling.max_count * (sampling.max_digits + len(sampling.separator))
+    return not unicode_only_space and longest <= MAX_REPLY_CHARS and sampling.max_digits <= MAX_DIGIT_RUN
 
 
 def number_prompt_rows(settings: NumberPromptSettings, n: int) -> list[Row]:
@@ -84,6 +107,11 @@ class NumbersDomain:
         """The filter's version and the digest of the banned numbers its settings resolve to."""
         banned = sorted(resolve_banned(list(settings.banned)))
         return {"filter_version": FILTER_VERSION, "banned": stable_hash(banned, n_chars=64)}
+
+    def filter_key_version(self, sampling: SamplingSettings) -> str:
+        """The version a filter stage's cache key names for data sampled with ``sampling``: the previous one when
+        it gives every such row the same verdict (grammar-constrained data), so those cached stages stay valid."""
+        return PREVIOUS_FILTER_VERSION if grammar_verdicts_unchanged(sampling) else FILTER_VERSION
 
     def register_commands(self, prompts_app: typer.Typer, filter_app: typer.Typer) -> None:
         from sublab.domains.numbers.cli import register
