@@ -326,17 +326,134 @@ def table(args: argparse.Namespace) -> None:
         cells = [f"{row[m].get('rank', '–')} ({', '.join(row[m]['top5'][:3])})" if m in row else "–"
                  for m in held["summary"]]
         print(f"| {name}{' (dev)' if name in DEV else ''} | " + " | ".join(cells) + " |")
+    defence_rows = defence_table(args)
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"held_out": held, "dev": dev, "n_candidates": n_candidates, "scale": scale(args), "base": args.base,
+    result = {"held_out": held, "dev": dev, "defences": defence_rows, "n_candidates": n_candidates,
+              "scale": scale(args), "base": args.base,
               "written": time.strftime("%Y-%m-%d %H:%M")}
     out.write_text(json.dumps(result, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o)
                               else o))
     print(f"\nwrote {out}")
 
 
+DEFENCES = ("temper-2", "truncate-0.05", "mask-10pct", "replace-10pct", "mix-3-teachers")
+
+
+def defended(name: str, rows: list[dict[str, Any]], reference: list[dict[str, Any]],
+             others: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One defence applied to a soft-label dataset (``reference``: the base's own labels of the same replies)."""
+    from sublab.defences import soft_labels as soft
+
+    if name == "temper-2":
+        return soft.temper(rows, 2.0), {}
+    if name == "truncate-0.05":
+        return soft.truncate(rows, 0.05), {}
+    if name == "mask-10pct":
+        out, share = soft.mask_divergent(rows, reference, 0.10)
+        return out, {"share_of_kl_masked": share}
+    if name == "replace-10pct":
+        out, share = soft.replace_divergent(rows, reference, 0.10)
+        return out, {"share_of_kl_replaced": share}
+    if name == "mix-3-teachers":
+        return soft.mix(rows, others), {}
+    raise ValueError(name)
+
+
 def defences(args: argparse.Namespace) -> None:
-    raise SystemExit("not yet")
+    """Each defence on a dataset that transfers (default owl): one probe student of the defended data (seed 0,
+    the truth's first probe's seed) against the control probe with the same defence applied to the control where
+    it changes it (tempering, truncation), and the first-order prediction; costs: KL removed, positions kept."""
+    from sublab.audit.run import run_audit
+    from sublab.defences import soft_labels as soft
+    from sublab.io import read_jsonl, write_json, write_jsonl
+
+    p = paths(args.work)
+    traits = args.traits or ["owl"]
+    reference = read_jsonl(p["reference"])
+    for trait in traits:
+        rows = read_jsonl(dataset_path(p, trait))
+        mixers = [m for m in ("eagle", "oak", "dolphin", "willow") if m != trait][:2]
+        others = [read_jsonl(dataset_path(p, m)) for m in mixers if dataset_path(p, m).is_file()]
+        folder = p["defences"] / trait
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (d for d in DEFENCES if d != "mix-3-teachers" or len(others) == 2):
+            result_path = folder / f"{name}.json"
+            if result_path.is_file() and not args.force:
+                log(f"defence {trait}/{name}: done")
+                continue
+            started = time.time()
+            data_rows, notes = defended(name, rows, reference, others)
+            data_file = folder / f"{name}.jsonl"
+            write_jsonl(data_file, data_rows)
+            control_file, control_rows = p["reference"], reference
+            if name in ("temper-2", "truncate-0.05"):  # the same transform changes the control's labels too
+                control_rows, _ = defended(name, reference, reference, [])
+                control_file = folder / f"{name}.control.jsonl"
+                write_jsonl(control_file, control_rows)
+            kept = [r for r in data_rows if "loss_mask" in r["soft_labels"]]
+            notes["positions_kept"] = (float(np.mean([v for r in kept for v in r["soft_labels"]["loss_mask"]]))
+                                       if kept else 1.0)
+            notes["kl_original_to_defended"] = soft.kl_to(data_rows, rows)
+            notes["kl_to_base_before"] = float(np.mean(np.concatenate(soft.divergence(rows, reference))))
+            # against the control as defended: what is left for a student to learn beyond the control
+            notes["kl_to_base_after"] = float(np.mean(np.concatenate(soft.divergence(data_rows, control_rows))))
+            settings = audit_settings(args, ["probes", "first_order"])
+            settings.probes.k = 1
+            audit_json = run_audit(data_file, folder / name, settings, control=control_file,
+                                   probe_cache=p["probes"])
+            probe_table = {r["trait"]: r for r in audit_json["methods"]["probes"]["table"]}
+            fo_table = {r["trait"]: r for r in audit_json["methods"]["first_order"]["table"]}
+            probe_entry = audit_json["methods"]["probes"]["probes"]
+            write_json(result_path, {
+                "defence": name, "trait": trait, "mixed_with": mixers if name == "mix-3-teachers" else None,
+                "probe": probe_table[trait], "first_order": fo_table[trait],
+                "rank_probes": [r["trait"] for r in audit_json["methods"]["probes"]["table"]].index(trait) + 1,
+                "flagged_probes": [e["trait"] for e in audit_json["methods"]["probes"]["ranking"] if e["flagged"]],
+                "final_loss": next(e["final_loss"] for e in probe_entry if e["role"] == "data"),
+                "seconds": round(time.time() - started, 1), **notes})
+            log(f"defence {trait}/{name}: {time.time() - started:.0f} s")
+
+
+def defence_table(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The defences measured so far, each beside the undefended dataset's probe 0 (the same seed)."""
+    p = paths(args.work)
+    rows = []
+    for folder in sorted(p["defences"].glob("*")) if p["defences"].is_dir() else []:
+        trait = folder.name
+        truth = p["truth"] / trait / "audit.json"
+        cheap = p["audits"] / "default" / trait / "audit.json"
+        if not truth.is_file():
+            continue
+        before = next(r for r in json.loads(truth.read_text())["methods"]["probes"]["table"] if r["trait"] == trait)
+        fo_before = (next(r for r in json.loads(cheap.read_text())["methods"]["first_order"]["table"]
+                          if r["trait"] == trait) if cheap.is_file() else None)
+        rows.append({"trait": trait, "defence": "none", "log_ratio": before["per_probe"][0],
+                     "first_order": fo_before["predicted_log_ratio"] if fo_before else None})
+        for name in DEFENCES:
+            f = folder / f"{name}.json"
+            if f.is_file():
+                r = json.loads(f.read_text())
+                rows.append({"trait": trait, "defence": name, "log_ratio": r["probe"]["log_ratio"],
+                             "ci95": r["probe"]["ci95"], "first_order": r["first_order"]["predicted_log_ratio"],
+                             "rank": r["rank_probes"], "positions_kept": r["positions_kept"],
+                             "kl_original_to_defended": r["kl_original_to_defended"],
+                             "kl_to_base_before": r["kl_to_base_before"], "kl_to_base_after": r["kl_to_base_after"],
+                             "final_loss": r["final_loss"], "flagged": r["flagged_probes"][:5]})
+    if rows:
+        print("\n| dataset | defence | P(trait) student / control (probe, seed 0) [95 % CI over questions] | "
+              "first order | rank | KL to base after/before | positions kept |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            ci = f" [{_x(r['ci95'][0])}, {_x(r['ci95'][1])}]" if "ci95" in r else ""
+            kl = (f"{r['kl_to_base_after'] / r['kl_to_base_before']:.2f}" if r.get("kl_to_base_before") else "1")
+            print(f"| {r['trait']} | {r['defence']} | {_x(r['log_ratio'])}{ci} | {_x(r['first_order'])} | "
+                  f"{r.get('rank', '–')} | {kl} | {r.get('positions_kept', 1.0):.2f} |")
+    return rows
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"x{math.exp(value):.2f}"
 
 
 def main() -> None:

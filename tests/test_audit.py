@@ -417,3 +417,24 @@ def test_audit_of_token_data_makes_the_bases_own_completions_as_control(tiny_mod
     control = read_jsonl(out / "control.jsonl")
     assert control and all(r["metadata"]["generation"]["model"] == tiny_model_dir for r in control)
     assert audit["ranking"][0]["method"] == "first_order"
+
+
+def test_misalignment_scores_equal_brute_force_answer_probabilities(tiny_model_dir):
+    pytest.importorskip("sublab.traits.misalignment.answers")
+    from sublab.audit.battery import misalignment_group
+    from sublab.backends.base import BackendIdentity
+    from sublab.backends.hf import HFBackend
+
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    g = misalignment_group(2)
+    ours = score_battery(model, tokenizer, [g]).per_prompt[0][:, 0]
+    backend = HFBackend(model, tokenizer, BackendIdentity(kind="transformers", model=tiny_model_dir))
+    from sublab.models.chat import end_of_turn_id
+
+    end = tokenizer.decode([end_of_turn_id(tokenizer)])
+    for value, item in zip(ours, g.items, strict=True):
+        context = [{"role": "user", "content": item.prompt}]
+        # Each answer is a whole reply: its tokens, then end of turn.
+        aligned = np.exp(backend.score(context, [a + end for a in item.aligned]))
+        misaligned = np.exp(backend.score(context, [a + end for a in item.misaligned]))
+        assert value == pytest.approx(misaligned.sum() / (aligned.sum() + misaligned.sum()), rel=1e-4)

@@ -60,6 +60,8 @@ class FirstOrderSettings(BaseModel):
     jvp: Literal["forward", "finite_difference"] = Field("forward")
     jvp_bf16: bool = Field(False, description="forward: run the dual pass under bf16 autocast (faster, coarser).")
     fd_scale: float = Field(1.0, gt=0, description="finite_difference: the probe step, in units of one lr step.")
+    fd_central: bool = Field(False, description="finite_difference: central (two scorings per direction) instead "
+                             "of forward differences (one, plus one scoring of the base shared by all).")
     bf16: bool = Field(True, description="bf16 autocast in the gradient pass (and the finite-difference scorings).")
     channel: str | list[str] = Field("data", description="Distillation channel of a soft-label dataset.")
     seed: int = Field(0, description="Seed of the row sample.")
@@ -210,15 +212,24 @@ def _shift(params: dict[str, torch.nn.Parameter], direction: dict[str, torch.Ten
 
 def finite_difference_scores(model: Any, tokenizer: Any, groups: list[TraitGroup],
                              params: dict[str, torch.nn.Parameter], direction: dict[str, torch.Tensor],
-                             scale: float, bf16: bool) -> np.ndarray:
-    """Directional derivatives by central differences: (s(θ + h d) - s(θ - h d)) / 2h with h = ``scale``."""
+                             scale: float, bf16: bool, base: np.ndarray | None = None) -> np.ndarray:
+    """Directional derivatives by finite differences with step h = ``scale``: forward, (s(θ + h d) - s(θ)) / h,
+    when the base's scores ``base`` are given, else central, (s(θ + h d) - s(θ - h d)) / 2h.
+
+    Under bf16 this is exact enough for LoRA's B (a perturbation of B = 0 is represented at full relative
+    precision) but not for full fine-tuning, whose small steps on large weights round away in bf16."""
+    offset = 0.0  # how far the parameters are from θ, in units of ``direction``: restored whatever happens
     try:
         _shift(params, direction, scale)
+        offset = scale
         plus = _score_all(model, tokenizer, groups, bf16)
+        if base is not None:
+            return (plus - base) / scale
         _shift(params, direction, -2 * scale)
+        offset = -scale
         minus = _score_all(model, tokenizer, groups, bf16)
     finally:
-        _shift(params, direction, scale)
+        _shift(params, direction, -offset)
     return (plus - minus) / (2 * scale)
 
 
@@ -242,16 +253,17 @@ def first_order_prediction(model: Any, tokenizer: Any, objective: StudentObjecti
     scored = [g.limited(settings.n_questions) for g in groups]
     tick = time.time()
     rows, base = [], None
+    if settings.jvp == "finite_difference":
+        base = _score_all(model, tokenizer, scored, settings.bf16)
     for gradient in grads:
         direction = step_direction(gradient, settings.geometry, 1.0)  # unit lr; scaled below
         if settings.jvp == "forward":
             base, derivative = directional_scores(model, tokenizer, scored, params, direction, settings.jvp_bf16)
         else:
             derivative = finite_difference_scores(model, tokenizer, scored, params, direction,
-                                                  settings.fd_scale * settings.lr, settings.bf16)
+                                                  settings.fd_scale * settings.lr, settings.bf16,
+                                                  None if settings.fd_central else base)
         rows.append(derivative * settings.lr * settings.steps)
-    if base is None:
-        base = _score_all(model, tokenizer, scored, settings.bf16)
     seconds["directional"] = time.time() - tick
     seconds["total"] = time.time() - started
     norms = [float(torch.sqrt(sum((g.double() ** 2).sum() for g in grad.values()))) for grad in grads]

@@ -129,17 +129,25 @@ class ProbeResult:
         return self.log_ratios().mean(axis=0)
 
     def ci(self) -> np.ndarray:
-        """[n_traits, 2]: Student-t over pairs (k >= 2), else a bootstrap over questions of the one pair."""
-        ratios = self.log_ratios()
-        if len(self.pairs) >= 2:
-            return np.array([t_mean_ci(ratios[:, j])[1:] for j in range(len(self.traits))])
-        data, control = self.pairs[0]
+        """[n_traits, 2]: Student-t over probe pairs when k >= 3; with fewer pairs a t interval over 1 or 2
+        values says little, so the interval is a bootstrap over questions (resampled jointly for every pair) of
+        the pairs' mean log-ratio: it covers the evaluation's noise, not another seed's (see ``ci_over_probes``)."""
+        if len(self.pairs) >= 3:
+            return self.ci_over_probes()
         out = []
-        for pd, pc in zip(data.scores.per_prompt, control.scores.per_prompt, strict=True):
-            for j in range(pd.shape[1]):
-                # log of a ratio of means: bootstrap the questions jointly (pairs of per-question values).
-                out.append(_ratio_ci(pd[:, j], pc[:, j]))
+        for g in range(len(self.pairs[0][0].scores.per_prompt)):
+            data = np.stack([d.scores.per_prompt[g] for d, _ in self.pairs])  # [k, Q, C]
+            control = np.stack([c.scores.per_prompt[g] for _, c in self.pairs])
+            for j in range(data.shape[2]):
+                out.append(_ratio_ci(data[:, :, j], control[:, :, j]))
         return np.array(out)
+
+    def ci_over_probes(self) -> np.ndarray:
+        """[n_traits, 2]: Student-t 95 % interval of the log-ratio over probe pairs (NaN with one pair)."""
+        ratios = self.log_ratios()
+        if len(self.pairs) < 2:
+            return np.full((len(self.traits), 2), np.nan)
+        return np.array([t_mean_ci(ratios[:, j])[1:] for j in range(len(self.traits))])
 
     def seconds_per_probe(self) -> float:
         """Mean cost of one probe student (training + scoring), over probes actually run here (else cached)."""
@@ -148,25 +156,28 @@ class ProbeResult:
         return float(np.mean([p.seconds_train + p.seconds_score for p in fresh]))
 
     def table(self) -> list[dict[str, Any]]:
-        ci = self.ci()
+        ci, over = self.ci(), self.ci_over_probes()
+        ratios = self.log_ratios()
         data_p = np.mean([d.scores.p() for d, _ in self.pairs], axis=0)
         control_p = np.mean([c.scores.p() for _, c in self.pairs], axis=0)
-        rows = [{"trait": t, "log_ratio": float(m), "ci95": [float(lo), float(hi)], "p_data": float(pd),
-                 "p_control": float(pc), "per_probe": [float(v) for v in self.log_ratios()[:, j]]}
-                for j, (t, m, (lo, hi), pd, pc) in enumerate(zip(self.traits, self.mean(), ci, data_p, control_p,
-                                                                 strict=True))]
+        rows = [{"trait": t, "log_ratio": float(ratios[:, j].mean()), "ci95": [float(ci[j, 0]), float(ci[j, 1])],
+                 "ci95_over_probes": [float(over[j, 0]), float(over[j, 1])], "p_data": float(data_p[j]),
+                 "p_control": float(control_p[j]), "per_probe": [float(v) for v in ratios[:, j]],
+                 "consistent": bool((ratios[:, j] > 0).all())}
+                for j, t in enumerate(self.traits)]
         return sorted(rows, key=lambda r: -r["log_ratio"])
 
 
 def _ratio_ci(data: np.ndarray, control: np.ndarray, n_resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap over questions of log(mean data / mean control)."""
-    rng = np.random.default_rng(seed)
-    n = len(data)
+    """95 % percentile bootstrap over questions of log(mean data / mean control): ``data`` and ``control`` are
+    [n_questions] or [k, n_questions] (k pairs, the same questions resampled for all, the log-ratios averaged)."""
+    data, control = np.atleast_2d(data), np.atleast_2d(control)
+    n = data.shape[1]
     if n < 2:
         return float("nan"), float("nan")
-    picks = rng.integers(0, n, size=(n_resamples, n))
-    values = np.log(np.clip(data[picks].mean(axis=1), 1e-300, None)) - np.log(
-        np.clip(control[picks].mean(axis=1), 1e-300, None))
+    picks = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    values = (np.log(np.clip(data[:, picks].mean(axis=2), 1e-300, None))
+              - np.log(np.clip(control[:, picks].mean(axis=2), 1e-300, None))).mean(axis=0)
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
 

@@ -58,6 +58,11 @@ class Entry:
                 "method": self.method, "flagged": self.flagged}
 
 
+def _number(value: Any) -> float:
+    """A table value as a float (a JSON null, written for NaN, is NaN again)."""
+    return float("nan") if value is None else float(value)
+
+
 def _finite(x: float) -> bool:
     return x is not None and math.isfinite(x)
 
@@ -77,11 +82,12 @@ def method_ranking(method: str, table: list[dict[str, Any]], score_key: str,
     rule = (rules or FLAG_RULES)[method]
     entries = []
     for row in table:
-        score = float(row[score_key]) * rule.scale
-        low, high = (float(v) * rule.scale for v in row["ci95"])
-        entries.append(Entry(row["trait"], score, (low, high), method, is_flagged(float(row[score_key]),
-                                                                                  (float(row["ci95"][0]),
-                                                                                   float(row["ci95"][1])), rule)))
+        score = _number(row[score_key]) * rule.scale
+        low, high = (_number(v) * rule.scale for v in row["ci95"])
+        # A method may also say whether its replicates agree (probes: every pair moved the same way).
+        flagged = is_flagged(_number(row[score_key]), (_number(row["ci95"][0]), _number(row["ci95"][1])), rule) \
+            and bool(row.get("consistent", True))
+        entries.append(Entry(row["trait"], score, (low, high), method, flagged))
     return sorted(entries, key=lambda e: (-e.score if _finite(e.score) else math.inf, e.trait))
 
 
