@@ -17,6 +17,11 @@ medians over rounds and the ratio of the medians.
 
     python benchmarks/generation.py --out benchmarks/results/generation.json             # every part
     python benchmarks/generation.py --part peak --part constrained                       # some parts
+    python benchmarks/generation.py --part constrained --rounds 1 --accumulate           # one more round
+
+On a shared machine, ``--accumulate`` collects rounds over several short invocations; every table is computed
+over all rounds kept in ``--out``. Besides medians, each table gives the ratio of the best round of each path
+(the least disturbed by other jobs).
 """
 
 from __future__ import annotations
@@ -226,25 +231,28 @@ def summarize(m: Model, replies: list[str], seconds: float, stats: dict[str, flo
             "forward_tokens": int(forward_tokens), "replies": replies}
 
 
-def alternate(m: Model, contexts: list, old: Any, new: Any, constrained: bool, rounds: int) -> dict[str, Any]:
-    """ABBA rounds over equal slices of ``contexts``; every round runs both paths on the same slice."""
-    size = len(contexts) // rounds
+def alternate(m: Model, make_contexts: Any, round_prompts: int, old: Any, new: Any, constrained: bool,
+              first_round: int, rounds: int) -> dict[str, list]:
+    """Rounds ``first_round, ...``: round r samples prompts ``[r * round_prompts, (r + 1) * round_prompts)`` with
+    both paths, in ABBA order (old first in even rounds), so drift from other jobs hits both alike."""
     results: dict[str, list] = {"generate": [], "fast": []}
-    for r in range(rounds):
-        chunk = contexts[r * size : (r + 1) * size]
+    for r in range(first_round, first_round + rounds):
+        chunk = make_contexts((r + 1) * round_prompts)[r * round_prompts :]
         order = (old, new) if r % 2 == 0 else (new, old)
         for settings in order:
             seed = 10_000 * r + (0 if settings.sampler == "generate" else 5_000)
-            out = run_path(m, chunk, settings, constrained, seed)
+            out = run_path(m, chunk, settings, constrained, seed) | {"round": r}
             results[settings.sampler].append(out)
             print(f"  round {r} {settings.sampler:<8} {out['rows_per_min']:7.0f} rows/min "
-                  f"{out['tokens_per_s']:7.0f} tokens/s {out['gflops']:6.0f} GFLOP/s  {out['phases_s']}", flush=True)
+                  f"{out['tokens_per_s']:7.0f} tokens/s {out['gflops']:6.0f} GFLOP/s {out['seconds']:6.1f} s "
+                  f"{out['phases_s']}", flush=True)
     return results
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("rows_per_min", "valid_per_min", "tokens_per_s", "gflops", "seconds")
     out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["best"] = {k: max(r[k] for r in runs) for k in keys if k != "seconds"}
     out["rows"] = sum(r["rows"] for r in runs)
     out["valid"] = sum(r["valid"] for r in runs)
     phases: dict[str, float] = {}
@@ -283,63 +291,78 @@ def distribution_tests(old: list[str], new: list[str]) -> dict[str, Any]:
 
 def compare(name: str, results: dict[str, list], peak: float | None, rate_key: str) -> dict[str, Any]:
     old, new = medians(results["generate"]), medians(results["fast"])
-    pairs = [n[rate_key] / o[rate_key] for o, n in zip(results["generate"], results["fast"], strict=True)]
+    by_round = {r["round"]: r for r in results["generate"]}
+    pairs = [n[rate_key] / by_round[n["round"]][rate_key] for n in results["fast"] if n["round"] in by_round]
     ratio = new[rate_key] / old[rate_key]
-    print(f"\n{name}: {rate_key} old {old[rate_key]:.0f}, new {new[rate_key]:.0f}: {ratio:.2f}x "
-          f"(per round {', '.join(f'{p:.2f}' for p in pairs)})")
-    header = f"{'path':<10}{'rows/min':>10}{'valid/min':>11}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}"
-    print(header)
+    best_ratio = new["best"][rate_key] / old["best"][rate_key]
+    print(f"\n{name}: {rate_key} (median over {len(pairs)} rounds) old {old[rate_key]:.0f}, new {new[rate_key]:.0f}: "
+          f"{ratio:.2f}x; per round {', '.join(f'{p:.2f}' for p in pairs)}; best round of each "
+          f"{old['best'][rate_key]:.0f} vs {new['best'][rate_key]:.0f}: {best_ratio:.2f}x")
+    print(f"{'path':<10}{'rows/min':>10}{'valid/min':>11}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}")
     for label, row in (("generate", old), ("fast", new)):
         share = f"{row['gflops'] / peak:.0%}" if peak else "-"
         print(f"{label:<10}{row['rows_per_min']:>10.0f}{row['valid_per_min']:>11.0f}{row['tokens_per_s']:>10.0f}"
               f"{row['gflops']:>9.0f}{share:>9}")
     for label, row in (("generate", old), ("fast", new)):
         print(f"  {label} ms per row: {row['ms_per_row']}")
-    return {"generate": old, "fast": new, "ratio": ratio, "ratio_per_round": pairs, "rate": rate_key}
+    return {"generate": old, "fast": new, "ratio": ratio, "ratio_per_round": pairs, "ratio_best": best_ratio,
+            "rate": rate_key, "bf16_gemm_peak": peak}
 
 
 # ------------------------------------------------------------------------------------------------- the parts
 
 
-def part_constrained(m: Model, args: argparse.Namespace, peak: float | None) -> dict[str, Any]:
+def run_rounds(m: Model, args: argparse.Namespace, previous: dict[str, Any] | None, old: Any, new: Any,
+               make_contexts: Any, round_prompts: int, constrained: bool) -> dict[str, list]:
+    """This invocation's rounds, after the ``previous`` ones kept in the results file (``--accumulate``)."""
+    kept: dict[str, list] = {"generate": [], "fast": []}
+    if args.accumulate and previous and previous.get("settings") == {"old": old.model_dump(), "new": new.model_dump(),
+                                                                      "round_prompts": round_prompts}:
+        kept = previous["rounds"]
+    first = 1 + max((r["round"] for runs in kept.values() for r in runs), default=-1)
+    fresh = alternate(m, make_contexts, round_prompts, old, new, constrained, first, args.rounds)
+    return {k: kept[k] + fresh[k] for k in kept}
+
+
+def part_constrained(m: Model, args: argparse.Namespace, peak: float | None,
+                     previous: dict[str, Any] | None) -> dict[str, Any]:
     from sublab.generate.sampling import SamplingSettings
 
     old = SamplingSettings(constrained=True, bf16=True, max_new_tokens=48, batch_size=32)
     new = old.model_copy(update={"sampler": "fast", "batch_size": args.fast_batch})
-    contexts = number_contexts(args.prompts)
-    print(f"constrained numbers: {len(contexts)} prompts, {args.rounds} rounds, old batch 32, new batch "
+    print(f"constrained numbers: {args.rounds} rounds of {args.round_prompts} prompts, old batch 32, new batch "
           f"{args.fast_batch}", flush=True)
-    results = alternate(m, contexts, old, new, True, args.rounds)
+    results = run_rounds(m, args, previous, old, new, number_contexts, args.round_prompts, True)
     out = compare("constrained numbers", results, peak, "valid_per_min")
     out["tests"] = distribution_tests([r for x in results["generate"] for r in x["replies"]],
                                       [r for x in results["fast"] for r in x["replies"]])
     print(f"  same distribution? {out['tests']}")
-    out["settings"] = {"old": old.model_dump(), "new": new.model_dump()}
-    out["rounds"] = {k: [{kk: vv for kk, vv in r.items() if kk != "replies"} for r in v] for k, v in results.items()}
+    out["settings"] = {"old": old.model_dump(), "new": new.model_dump(), "round_prompts": args.round_prompts}
+    out["rounds"] = results
     return out
 
 
-def part_free(m: Model, args: argparse.Namespace, peak: float | None) -> dict[str, Any]:
+def part_free(m: Model, args: argparse.Namespace, peak: float | None,
+              previous: dict[str, Any] | None) -> dict[str, Any]:
     from sublab.generate.sampling import SamplingSettings
 
     old = SamplingSettings(bf16=True, max_new_tokens=args.free_tokens, batch_size=32)
     new = old.model_copy(update={"sampler": "fast", "batch_size": args.free_batch})
-    contexts = long_reply_prompts(args.free_prompts)
-    print(f"free, long replies: {len(contexts)} prompts, up to {args.free_tokens} tokens, {args.free_rounds} "
-          f"rounds, old batch 32, new batch {args.free_batch}", flush=True)
-    results = alternate(m, contexts, old, new, False, args.free_rounds)
+    print(f"free, long replies: {args.rounds} rounds of {args.free_round_prompts} prompts, up to "
+          f"{args.free_tokens} tokens, old batch 32, new batch {args.free_batch}", flush=True)
+    results = run_rounds(m, args, previous, old, new, long_reply_prompts, args.free_round_prompts, False)
     out = compare("free long replies", results, peak, "tokens_per_s")
     lengths = {k: statistics.mean(len(m.tokenizer(r).input_ids) for x in v for r in x["replies"])
                for k, v in results.items()}
     out["mean_reply_tokens"] = lengths
     print(f"  mean reply tokens {lengths}")
-    out["settings"] = {"old": old.model_dump(), "new": new.model_dump()}
-    out["rounds"] = {k: [{kk: vv for kk, vv in r.items() if kk != "replies"} for r in v] for k, v in results.items()}
-    out["examples"] = {k: v[0]["replies"][:2] for k, v in results.items()}
+    out["settings"] = {"old": old.model_dump(), "new": new.model_dump(), "round_prompts": args.free_round_prompts}
+    out["rounds"] = results
     return out
 
 
-def part_ablation(m: Model, args: argparse.Namespace, peak: float | None) -> dict[str, Any]:
+def part_ablation(m: Model, args: argparse.Namespace, peak: float | None,
+                  previous: dict[str, Any] | None) -> dict[str, Any]:
     from sublab.generate.fast import FastOptions
     from sublab.generate.sampling import SamplingSettings
 
@@ -394,11 +417,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", action="append", choices=["peak", "constrained", "free", "ablation", "greedy"],
                         help="parts to run (default: all)")
-    parser.add_argument("--prompts", type=int, default=256, help="constrained: prompts per path")
-    parser.add_argument("--rounds", type=int, default=2, help="constrained: alternating rounds")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds to run now (per part)")
+    parser.add_argument("--accumulate", action="store_true",
+                        help="add this invocation's rounds to those already in --out (same settings)")
+    parser.add_argument("--round-prompts", type=int, default=128, help="constrained: prompts per round and path")
     parser.add_argument("--fast-batch", type=int, default=128, help="constrained: the fast sampler's batch size")
-    parser.add_argument("--free-prompts", type=int, default=64)
-    parser.add_argument("--free-rounds", type=int, default=2)
+    parser.add_argument("--free-round-prompts", type=int, default=32, help="free: prompts per round and path")
     parser.add_argument("--free-tokens", type=int, default=256)
     parser.add_argument("--free-batch", type=int, default=32, help="free: the fast sampler's batch size")
     parser.add_argument("--ablation-prompts", type=int, default=128)
@@ -423,7 +447,10 @@ def main() -> None:
               f"{2 * m.hidden * m.vocab / 1e9:.3f} GFLOP per token over {m.vocab} tokens", flush=True)
         for part, run in (("constrained", part_constrained), ("free", part_free), ("ablation", part_ablation)):
             if part in parts:
-                record["parts"][part] = run(m, args, peak) | {"measured": time.strftime("%Y-%m-%d %H:%M")}
+                previous = record["parts"].get(part)
+                record["parts"][part] = run(m, args, peak, previous) | {"measured": time.strftime("%Y-%m-%d %H:%M")}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(record, indent=2) + "\n")  # each part saved as soon as it is done
         if "greedy" in parts:
             record["parts"]["greedy"] = part_greedy(m, args)
     record["model"] = args.model
