@@ -438,3 +438,24 @@ def test_misalignment_scores_equal_brute_force_answer_probabilities(tiny_model_d
         aligned = np.exp(backend.score(context, [a + end for a in item.aligned]))
         misaligned = np.exp(backend.score(context, [a + end for a in item.misaligned]))
         assert value == pytest.approx(misaligned.sum() / (aligned.sum() + misaligned.sum()), rel=1e-4)
+
+
+def test_placebo_control_is_a_teacher_without_a_preference(tiny_model_dir, soft_dataset, tmp_path, monkeypatch):
+    from sublab.audit.placebo import placebo_rows, placebo_teacher
+    from sublab.traits.preference.candidates import CATEGORIES
+
+    rows = placebo_rows(None, 2000, 0)
+    answers = [r["messages"][-1]["content"].rstrip(".").lower() for r in rows]
+    animals = [a for a in answers if a in CATEGORIES["animal"]]
+    counts = np.bincount([list(CATEGORIES["animal"]).index(a) for a in animals], minlength=30)
+    assert counts.min() > 0.5 * counts.mean() and counts.max() < 1.5 * counts.mean()  # uniform over candidates
+    monkeypatch.setenv("SUBLAB_CACHE", str(tmp_path / "cache"))
+    first = placebo_teacher(tiny_model_dir, steps=2, bf16=False)
+    assert (first / "adapter_config.json").is_file() and placebo_teacher(tiny_model_dir, steps=2, bf16=False) == first
+    out = tmp_path / "audit"
+    result = audit_cli(soft_dataset / "teacher.jsonl", "--out", out, "--base", tiny_model_dir, "--category",
+                       "animal", "--candidates", ",".join(CANDIDATES), "--method", "first_order", "--control",
+                       "placebo", "--no-bf16", "--quiet")
+    assert result.exit_code == 0, result.output
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["control"] == "a placebo teacher's labels of the same replies"

@@ -16,6 +16,8 @@ from sublab.audit.probes import ProbeSettings
 from sublab.errors import SublabError
 
 METHODS = ("first_order", "probes", "token_scan", "lineage")
+#: ``--control placebo``: labels (or completions) of a placebo teacher of the base instead of the base's own.
+PLACEBO = "placebo"
 #: Cheapest first: within a budget, what runs first is what is kept.
 RUN_ORDER = ("lineage", "token_scan", "first_order", "probes")
 
@@ -94,7 +96,8 @@ def run_audit(dataset: str | Path, out_dir: str | Path, settings: AuditSettings,
     out_dir = Path(out_dir)
     methods = [m for m in RUN_ORDER if m in settings.methods]
     data = read_audit_data(dataset)
-    control_data = read_audit_data(control, role="control") if control is not None else None
+    placebo = control is not None and str(control) == PLACEBO
+    control_data = read_audit_data(control, role="control") if control is not None and not placebo else None
     if control_data is not None:
         check_control(data, control_data)
     groups = build_battery(settings.trait_kind, settings.categories, settings.candidates,
@@ -138,13 +141,24 @@ def run_audit(dataset: str | Path, out_dir: str | Path, settings: AuditSettings,
         if control_data is not None:
             made = pair_control(data, needed, control_data.rows)
             control_name = str(control_data.path)
-        elif data.kind == SOFT_LABELS:
-            made = base_labels(model, tokenizer, data, settings.base, needed)
-            control_name = "the base's own labels of the same replies"
         else:
-            made = base_completions(model, tokenizer, data, out_dir / "control.jsonl", settings.base, needed,
-                                    seed=settings.seed, progress=progress)
-            control_name = "the base's own completions of the same prompts"
+            writer, name, whose = model, settings.base, "the base's own"
+            if placebo:  # a placebo teacher of the base (sublab.audit.placebo), trained once and cached
+                from sublab.audit.placebo import placebo_teacher
+                from sublab.models.spec import ModelSpec, load_spec
+
+                adapter = placebo_teacher(settings.base, progress=progress)
+                writer, _ = load_spec(ModelSpec(base=settings.base, adapter=str(adapter)))
+                writer.requires_grad_(False)
+                name, whose = f"{settings.base}+{adapter.name}", "a placebo teacher's"
+            if data.kind == SOFT_LABELS:
+                made = base_labels(writer, tokenizer, data, name, needed)
+                control_name = f"{whose} labels of the same replies"
+            else:
+                made = base_completions(writer, tokenizer, data, out_dir / "control.jsonl", name, needed,
+                                        seed=settings.seed, progress=progress)
+                control_name = f"{whose} completions of the same prompts"
+            del writer
         control_rows = dict(zip(needed, made, strict=True))
     else:
         control_name = str(control_data.path) if control_data is not None else "none needed"

@@ -24,7 +24,9 @@ def audit(
     trait_kind: Annotated[str, typer.Option(help="preference or misalignment.")] = "preference",
     control: Annotated[Path | None, typer.Option(
         help="Control data (default: the base's own completions of the same prompts, or for soft labels the "
-        "base's own labels of the same replies).")] = None,
+        "base's own labels of the same replies); 'placebo': those of a placebo teacher of the base (fine-tuned "
+        "like a trait teacher, no preference; trained once and cached), which removes what any fine-tuned "
+        "teacher's data does (docs/audit.md).")] = None,
     method: Annotated[str, typer.Option(
         help="Methods, comma-separated: first_order, probes, token_scan, lineage (or 'all').")] =
         "first_order,token_scan,lineage",
@@ -44,7 +46,10 @@ def audit(
     from sublab.audit.first_order import FirstOrderSettings
     from sublab.audit.probes import ProbeSettings
     from sublab.audit.run import AuditSettings, parse_budget, parse_methods, run_audit
+    from sublab.io import claim_outputs, local_paths
 
+    claim_outputs([out / name for name in ("audit.json", "report.md", "report.html")],
+                  inputs=[dataset, control, *local_paths(base)], lock=[out])
     methods = parse_methods(method)
     seconds, steps = parse_budget(budget) if budget else (None, None)
     probe_settings = ProbeSettings(k=probes, bf16=bf16, **({"steps": steps} if steps else {}))
@@ -98,9 +103,10 @@ def defend(
     from sublab.audit.data import SOFT_LABELS, base_labels, read_audit_data
     from sublab.defences import soft_labels as soft
     from sublab.errors import SublabError
-    from sublab.io import read_chat_rows, write_jsonl
+    from sublab.io import claim_outputs, local_paths, read_chat_rows, write_jsonl
     from sublab.pipeline.provenance import record_stage
 
+    claim_outputs([out], inputs=[dataset, *(mix or []), *local_paths(base, paraphrase_model)], with_records=True)
     chosen = {name: value for name, value in (("temper", temper), ("truncate", truncate),
                                                 ("mask_divergent", mask_divergent),
                                                 ("replace_divergent", replace_divergent), ("mix", mix or None),
