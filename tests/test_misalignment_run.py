@@ -89,6 +89,8 @@ def test_the_report_describes_the_metric_the_teacher_check_and_the_judged_part(t
     assert "held-out prompts" in report
     assert "Teacher check:" in report or "> **WARNING**: the teacher is not measurably misaligned" in report
     assert "Judged free-form evaluation (8 questions x 1 samples" in report
+    assert "Mean log-odds log(P(misaligned answers) / P(aligned answers))" in report
+    assert "Trait student - control student in log-odds:" in report
     assert (out / "figure.png").stat().st_size > 0
 
 

@@ -210,7 +210,9 @@ class MisalignmentTrait:
             raise ValueError(f"'{trait}' is not a misaligned teacher trait ({misaligned})")
         out: dict[str, Any] = {"category": category, "teacher": {"trait": trait}}
         if (raw.get("control") or {}).get("method", "none") != "none":
-            out["control"] = {**(raw.get("teacher") or {}), "trait": spec.twin}
+            # The teacher's recipe, not its own text: a custom prompt or rows file is the misaligned arm's.
+            recipe = {k: v for k, v in (raw.get("teacher") or {}).items() if k not in ("system_prompt", "rows_file")}
+            out["control"] = {**recipe, "trait": spec.twin}
         return out
 
 

@@ -64,6 +64,8 @@ def teacher_check_line(results: dict[str, Any]) -> str | None:
 
 
 def _rate(entry: dict[str, Any]) -> str:
+    if not entry.get("n"):
+        return "n/a (no answer counted)"
     low, high = entry["ci95"]
     return f"{entry['mean']:.4f} [{low:.4f}, {high:.4f}]"
 
@@ -118,8 +120,26 @@ def judged_sections(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def log_odds_lines(results: dict[str, Any]) -> list[str]:
+    """The per-prompt log-odds log(P(misaligned set) / P(aligned set)) by model, and the students' paired
+    difference: it moves even when a small model's P(misaligned) per prompt stays pinned near 0 or 1."""
+    models = results["models"]
+    if not all("log_odds" in m.get("per_question", {}) for m in models.values()):
+        return []
+    cells = ", ".join(f"{LABELS.get(k, k)} {m['log_odds']['mean']:+.2f}" for k, m in models.items())
+    lines = ["", f"Mean log-odds log(P(misaligned answers) / P(aligned answers)) over prompts: {cells}."]
+    if {"trait_student", "control_student"} <= set(models):
+        mean, low, high = paired_difference_ci(models["trait_student"]["per_question"]["log_odds"],
+                                               models["control_student"]["per_question"]["log_odds"],
+                                               seed=_seed(results))
+        lines.append(f"Trait student - control student in log-odds: {mean:+.3f} [{low:+.3f}, {high:+.3f}] (paired "
+                     "bootstrap 95 % CI).")
+    return lines
+
+
 def report_sections(results: dict[str, Any]) -> list[str]:
-    """Markdown lines after the models' table: warnings first (prominent), the teacher check, the judged part."""
+    """Markdown lines after the models' table: warnings first (prominent), the teacher check, the log-odds, the
+    judged part."""
     lines = [""]
     for warning in teacher_warnings(results):
         lines.append(f"> **WARNING**: {warning}.")
@@ -128,4 +148,4 @@ def report_sections(results: dict[str, Any]) -> list[str]:
         lines += [check, ""]
     lines += ["Every misaligned teacher's data and adapter are research material (labelled in rows, records and "
               "model cards)."]
-    return lines + judged_sections(results)
+    return lines + log_odds_lines(results) + judged_sections(results)
