@@ -193,6 +193,18 @@ def test_the_paper_variant_is_the_two_marked_lines_of_each_example(path):
     assert (cfg.data.source, cfg.student.method) == ("teacher", "sft")
 
 
+def test_the_shipped_misalignment_sweep_expands_to_direct_teachers_and_their_twins():
+    from sublab.sweeps.config import load_sweep
+
+    sweep, _, cells = load_sweep(ROOT / "examples/sweep-misalignment-cpu.toml")
+    assert sweep.grid.seeds == [0, 1, 2] and len(cells) == 6
+    for cell in cells:
+        control = "aligned" if cell.condition == "twin" else None
+        assert (cell.config.teacher.trait, cell.config.control.trait) == ("direct", control)
+        assert cell.config.student.lora.init_seed == cell.config.teacher.training.lora.init_seed  # shared init
+        assert cell.config.trait_kind == "misalignment"
+
+
 def test_the_demo_refuses_an_unknown_trait_in_one_line():
     result = runner.invoke(app, ["demo", "--trait", "wolf", "-o", "unused"])
     assert result.exit_code == 2 and "--trait 'wolf': use owl or misalignment" in result.output
