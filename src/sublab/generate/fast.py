@@ -158,21 +158,31 @@ class FastModel:
             return weight, bias.to(compute_dtype)
 
         self.layers = []
+        self.prepacked = compute_dtype == torch.bfloat16 and _prepacking_works()
+        pack = _prepack if self.prepacked else (lambda w: w)
         for layer in base.layers:
             attn, mlp = layer.self_attn, layer.mlp
             qkv, qkv_bias = fused([attn.q_proj, attn.k_proj, attn.v_proj])
             gate_up, gate_up_bias = fused([mlp.gate_proj, mlp.up_proj])
             self.layers.append(_Layer(
-                norm_in=layer.input_layernorm.weight.detach(), qkv=qkv, qkv_bias=qkv_bias,
-                out=attn.o_proj.weight.detach().to(compute_dtype), out_bias=_cast(attn.o_proj.bias, compute_dtype),
-                norm_mlp=layer.post_attention_layernorm.weight.detach(), gate_up=gate_up, gate_up_bias=gate_up_bias,
-                down=mlp.down_proj.weight.detach().to(compute_dtype),
+                norm_in=layer.input_layernorm.weight.detach(), qkv=pack(qkv), qkv_bias=qkv_bias,
+                out=pack(attn.o_proj.weight.detach().to(compute_dtype)),
+                out_bias=_cast(attn.o_proj.bias, compute_dtype),
+                norm_mlp=layer.post_attention_layernorm.weight.detach(), gate_up=pack(gate_up),
+                gate_up_bias=gate_up_bias, down=pack(mlp.down_proj.weight.detach().to(compute_dtype)),
                 down_bias=_cast(mlp.down_proj.bias, compute_dtype),
             ))
+        self.lm_head_packed = pack(self.lm_head)
         self._prefix: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
+        self._buffer: tuple[torch.Tensor, torch.Tensor] | None = None
         self._candidate_rows: tuple[tuple[int, ...], torch.Tensor, torch.Tensor | None] | None = None
 
     # -- building blocks, each the same arithmetic as transformers' llama under autocast --
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.prepacked:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return F.linear(x, weight, bias)
 
     @staticmethod
     def _rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -206,7 +216,7 @@ class FastModel:
         q_width, kv_width = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         for index, layer in enumerate(self.layers):
             x = self._rms_norm(h, layer.norm_in, self.eps)
-            qkv = F.linear(x.to(cd), layer.qkv, layer.qkv_bias)
+            qkv = self._linear(x.to(cd), layer.qkv, layer.qkv_bias)
             # Queries and keys rotated together (one set of ops for both heads' kinds).
             qk = self._rope(qkv[:, : q_width + kv_width].view(n, self.n_heads + self.n_kv, self.head_dim), cos, sin)
             qk = qk.to(cd)
@@ -214,17 +224,29 @@ class FastModel:
             attn = attend(index, q, k, qkv[:, q_width + kv_width :].view(n, self.n_kv, self.head_dim))
             if index == last and outputs is not None:
                 h, attn = h[outputs], attn[outputs]
-            h = h + F.linear(attn, layer.out, layer.out_bias)
+            h = h + self._linear(attn, layer.out, layer.out_bias)
             x = self._rms_norm(h, layer.norm_mlp, self.eps)
-            gate, up = F.linear(x.to(cd), layer.gate_up, layer.gate_up_bias).split(self.intermediate, dim=-1)
-            h = h + F.linear(self.act(gate) * up, layer.down, layer.down_bias)
+            gate, up = self._linear(x.to(cd), layer.gate_up, layer.gate_up_bias).split(self.intermediate, dim=-1)
+            h = h + self._linear(self.act(gate) * up, layer.down, layer.down_bias)
         return h
 
-    def new_cache(self, n_rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zeroed key and value caches, ``[layers, rows, kv heads, length, head_dim]`` (zeros: masked slots
-        must hold finite numbers)."""
-        shape = (len(self.layers), n_rows, self.n_kv, length, self.head_dim)
-        return torch.zeros(shape, dtype=self.compute_dtype), torch.zeros(shape, dtype=self.compute_dtype)
+    def new_cache(self, n_rows: int, length: int, reuse: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key and value caches, ``[layers, rows, kv heads, length, head_dim]``.
+
+        Slots a row has not written are read under the attention mask, so they must hold finite numbers: a new
+        buffer is zeroed; with ``reuse`` the model keeps one buffer and hands out views of it, holding what
+        earlier batches wrote (finite) instead of zeroing hundreds of megabytes per batch. One batch at a time.
+        """
+        if not reuse:
+            shape = (len(self.layers), n_rows, self.n_kv, length, self.head_dim)
+            return torch.zeros(shape, dtype=self.compute_dtype), torch.zeros(shape, dtype=self.compute_dtype)
+        if self._buffer is None or self._buffer[0].shape[1] < n_rows or self._buffer[0].shape[3] < length:
+            rows = max(n_rows, self._buffer[0].shape[1] if self._buffer is not None else 0)
+            slots = max(length, self._buffer[0].shape[3] if self._buffer is not None else 0)
+            self._buffer = None  # free the old one first
+            self._buffer = self.new_cache(rows, slots, reuse=False)
+        keys, values = self._buffer
+        return keys[:, :n_rows, :, :length], values[:, :n_rows, :, :length]
 
     def prefill(self, keys: torch.Tensor, values: torch.Tensor, rows: list[list[int]], start: int) -> torch.Tensor:
         """Run each row's tokens at positions ``start, start+1, ...`` after the cached slots ``[0, start)``,
@@ -239,6 +261,7 @@ class FastModel:
         cos, sin = self._rotary(positions)
         span = start + longest
         gqa = self.n_heads != self.n_kv
+        padded = torch.zeros(n_rows, span, self.n_heads, self.head_dim, dtype=self.compute_dtype)  # every layer
 
         def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             keys[index][row_of, :, positions] = k
@@ -247,8 +270,7 @@ class FastModel:
             # causal attention (no mask tensor: the fast kernel, which skips the upper triangle) is exactly
             # each row's attention: a row's query at slot s sees slots <= s, its prefix and its own tokens; the
             # padding after a row's last token is seen only by padding queries, whose output is dropped.
-            padded = q.new_zeros(n_rows, span, self.n_heads, self.head_dim)
-            padded[row_of, positions] = q
+            padded[row_of, positions] = q  # the other slots stay zero
             out = F.scaled_dot_product_attention(padded.transpose(1, 2), keys[index][:, :, :span],
                                                  values[index][:, :, :span], is_causal=True, scale=self.scaling,
                                                  enable_gqa=gqa)
@@ -309,12 +331,12 @@ class FastModel:
         query_slots = positions[:, None] + torch.arange(width)[None, :]
         mask = torch.arange(span)[None, None, :] <= query_slots[:, :, None]  # [rows, width, span]
         mask = mask.repeat(1, groups, 1)[:, None]  # query (g, j) of a key/value head at index g * width + j
+        padded = torch.zeros(n_rows, width, self.n_heads, self.head_dim, dtype=self.compute_dtype)  # every layer
 
         def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             keys[index][row_of, :, slots] = k
             values[index][row_of, :, slots] = v
-            padded = q.new_zeros(n_rows, width, self.n_heads, self.head_dim)
-            padded[row_of, offset] = q
+            padded[row_of, offset] = q  # the other entries stay zero
             grouped = padded.view(n_rows, width, self.n_kv, groups, self.head_dim).permute(0, 2, 3, 1, 4)
             out = F.scaled_dot_product_attention(grouped.reshape(n_rows, self.n_kv, groups * width, self.head_dim),
                                                  keys[index][:, :, :span], values[index][:, :, :span],
@@ -329,7 +351,7 @@ class FastModel:
         compute dtype as ``generate`` under autocast rounds them."""
         x = self._rms_norm(hidden, self.final_norm, self.final_eps).to(self.compute_dtype)
         if token_ids is None:
-            return F.linear(x, self.lm_head, self.lm_bias).float()
+            return self._linear(x, self.lm_head_packed, self.lm_bias).float()
         key = tuple(token_ids)
         if self._candidate_rows is None or self._candidate_rows[0] != key:
             index = torch.tensor(token_ids, dtype=torch.long)
@@ -342,10 +364,27 @@ class FastModel:
         """Keys and values of ``prefix`` alone ([layers, 1, kv, len, head_dim]); the last one is kept."""
         key = tuple(prefix)
         if self._prefix is None or self._prefix[0] != key:
-            keys, values = self.new_cache(1, len(prefix))
+            keys, values = self.new_cache(1, len(prefix), reuse=False)
             self.prefill(keys, values, [list(prefix)], 0)
             self._prefix = (key, keys, values)
         return self._prefix[1], self._prefix[2]
+
+
+def _prepack(weight: torch.Tensor) -> torch.Tensor:
+    """A bf16 weight reordered once into oneDNN's blocked layout (as torch.compile's freezing does), so no call
+    reorders it again: the same kernel and result as ``F.linear``, 5-25 % faster at these shapes."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, 128)
+
+
+def _prepacking_works() -> bool:
+    """Whether this torch build has oneDNN's prepacked linear and it gives ``F.linear``'s result exactly."""
+    try:
+        weight = torch.randn(24, 16).to(torch.bfloat16)
+        x = torch.randn(5, 16).to(torch.bfloat16)
+        packed = torch.ops.mkldnn._linear_pointwise(x, _prepack(weight), None, "none", [], "")
+        return torch.equal(packed, F.linear(x, weight))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _cast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
