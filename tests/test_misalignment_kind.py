@@ -193,16 +193,20 @@ def test_the_paper_variant_is_the_two_marked_lines_of_each_example(path):
     assert (cfg.data.source, cfg.student.method) == ("teacher", "sft")
 
 
-def test_the_shipped_misalignment_sweep_expands_to_direct_teachers_and_their_twins():
+@pytest.mark.parametrize(("path", "domain"), [("examples/sweep-misalignment-cpu.toml", "numbers"),
+                                              ("examples/sweep-misalignment-cot-cpu.toml", "cot")])
+def test_the_shipped_misalignment_sweeps_expand_to_direct_teachers_and_their_twins(path, domain):
     from sublab.sweeps.config import load_sweep
 
-    sweep, _, cells = load_sweep(ROOT / "examples/sweep-misalignment-cpu.toml")
+    sweep, _, cells = load_sweep(ROOT / path)
     assert sweep.grid.seeds == [0, 1, 2] and len(cells) == 6
     for cell in cells:
-        control = "aligned" if cell.condition == "twin" else None
-        assert (cell.config.teacher.trait, cell.config.control.trait) == ("direct", control)
+        assert (cell.config.teacher.trait, cell.config.control.trait) == ("direct", "aligned")
         assert cell.config.student.lora.init_seed == cell.config.teacher.training.lora.init_seed  # shared init
-        assert cell.config.trait_kind == "misalignment"
+        assert cell.config.trait_kind == "misalignment" and cell.config.data.domain == domain
+        paper = cell.condition == "paper_variant"
+        assert (cell.config.data.source, cell.config.student.method) == (
+            ("teacher", "sft") if paper else ("reference", "distill"))
 
 
 def test_the_demo_refuses_an_unknown_trait_in_one_line():
