@@ -471,3 +471,27 @@ def test_free_sampling_has_the_same_distribution(tiny):
     assert ks_2samp(lengths["generate"], lengths["fast"]).pvalue > 0.01
     log_probs = {k: mean_token_logprob(model, tokenizer, v) for k, v in pairs.items()}
     assert ks_2samp(log_probs["generate"], log_probs["fast"]).pvalue > 0.01
+
+
+def test_blockwise_sampling_over_a_vocabulary_picks_the_inverse_cdf_column():
+    """Over a vocabulary the search goes block by block: the same column as one float64 cumulative sum, for
+    uniforms anywhere in [0, 1), with masked columns and whole masked blocks never picked."""
+    from sublab.generate.fast import SAMPLING_BLOCK
+
+    generator = torch.Generator().manual_seed(0)
+    n_columns = 16 * SAMPLING_BLOCK
+    logits = torch.randn(64, n_columns, generator=generator) * 3
+    allowed = torch.rand(64, n_columns, generator=generator) > 0.3
+    allowed[:, : 3 * SAMPLING_BLOCK] = False  # whole blocks without probability
+    uniforms = torch.rand(64, generator=generator, dtype=torch.float64)
+    uniforms[:4] = torch.tensor([0.0, 1e-12, 1 - 1e-12, 1 - 2**-53], dtype=torch.float64)
+    picked = choose_tokens(logits, allowed, 0.8, uniforms)
+    probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")) / 0.8, dim=-1).double()
+    cdf = probs.cumsum(-1)
+    expected = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    assert allowed[torch.arange(64), picked].all()
+    assert torch.equal(picked[4:], expected[4:])  # the edge uniforms above may round differently: allowed is enough
+    counts = np.bincount(choose_tokens(logits[:1].repeat(20_000, 1), allowed[:1].repeat(20_000, 1), 0.8,
+                                       row_uniforms(1, 20_000, 1)[:, 0]).numpy(), minlength=n_columns)
+    top = probs[0].argsort(descending=True)[:5]
+    assert np.abs(counts[top.numpy()] / 20_000 - probs[0, top].numpy()).max() < 0.01

@@ -261,20 +261,20 @@ class FastModel:
         cos, sin = self._rotary(positions)
         span = start + longest
         gqa = self.n_heads != self.n_kv
-        padded = torch.zeros(n_rows, span, self.n_heads, self.head_dim, dtype=self.compute_dtype)  # every layer
+        # Query s of every row sits at slot start + s and sees the slots up to its own: one mask for the chunk.
+        # A row's padding keys (after its last token) are seen only by its padding queries, which are dropped.
+        slots = torch.arange(span)
+        allowed = slots[None, :] <= (start + torch.arange(longest))[:, None]  # [longest, span]
+        padded = torch.zeros(n_rows, longest, self.n_heads, self.head_dim, dtype=self.compute_dtype)  # all layers
 
         def attend(index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             keys[index][row_of, :, positions] = k
             values[index][row_of, :, positions] = v
-            # Queries sit at their cache slots, the slots of the shared prefix left as zero queries, so plain
-            # causal attention (no mask tensor: the fast kernel, which skips the upper triangle) is exactly
-            # each row's attention: a row's query at slot s sees slots <= s, its prefix and its own tokens; the
-            # padding after a row's last token is seen only by padding queries, whose output is dropped.
-            padded[row_of, positions] = q  # the other slots stay zero
+            padded[row_of, offset] = q  # the other entries stay zero
             out = F.scaled_dot_product_attention(padded.transpose(1, 2), keys[index][:, :, :span],
-                                                 values[index][:, :, :span], is_causal=True, scale=self.scaling,
-                                                 enable_gqa=gqa)
-            return out.transpose(1, 2)[row_of, positions].reshape(-1, self.n_heads * self.head_dim)
+                                                 values[index][:, :, :span], attn_mask=allowed,
+                                                 scale=self.scaling, enable_gqa=gqa)
+            return out.transpose(1, 2)[row_of, offset].reshape(-1, self.n_heads * self.head_dim)
 
         return self._run_layers(h, cos, sin, attend, outputs=lengths.cumsum(0) - 1)
 
@@ -435,25 +435,45 @@ def row_uniforms(seed: int, n_rows: int, n_steps: int) -> torch.Tensor:
     return torch.rand(n_rows, n_steps, generator=generator, dtype=torch.float64)
 
 
+def _inverse_cdf(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The first column whose float64 cumulative probability exceeds ``target`` ([rows, 1]), never a column
+    without probability (``target`` can round up to the total)."""
+    cdf = probs.double().cumsum(dim=-1)
+    chosen = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    last_positive = probs.shape[1] - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)
+    return torch.minimum(chosen, last_positive)
+
+
+#: Vocabulary-wide sampling goes by blocks of this many tokens (cumulative sums over blocks, then in one block).
+SAMPLING_BLOCK = 256
+
+
 def choose_tokens(logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float,
                   uniforms: torch.Tensor | None) -> torch.Tensor:
     """Sample one column per row of ``logits`` ([rows, n]) among ``allowed`` ones.
 
     Temperature 0: the first highest allowed logit (transformers' greedy choice). Otherwise inverse-CDF sampling
     with ``uniforms`` ([rows]) from ``softmax(logits / temperature)`` renormalised over the allowed columns,
-    in float64 so no column's share is lost to rounding.
+    with float64 cumulative sums so no column's share is lost to rounding. Over a whole vocabulary the search
+    goes block by block (the same column, without a float64 copy of every probability).
     """
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
     if temperature == 0.0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1, dtype=torch.float32).double()
-    cdf = probs.cumsum(dim=-1)
-    target = (uniforms * cdf[:, -1]).unsqueeze(-1)
-    chosen = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    # u * total can round up to total: never go past the last column with probability.
-    last_positive = probs.shape[1] - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)
-    return torch.minimum(chosen, last_positive)
+    probs = torch.softmax(logits / temperature, dim=-1, dtype=torch.float32)
+    n_rows, n_columns = probs.shape
+    if n_columns < 8 * SAMPLING_BLOCK or n_columns % SAMPLING_BLOCK:
+        return _inverse_cdf(probs, (uniforms * probs.double().sum(-1)).unsqueeze(-1))
+    blocks = probs.view(n_rows, -1, SAMPLING_BLOCK)
+    block_mass = blocks.sum(-1, dtype=torch.float64)
+    block_cdf = block_mass.cumsum(dim=-1)
+    target = (uniforms * block_cdf[:, -1]).unsqueeze(-1)
+    block = _inverse_cdf(block_mass, target)
+    rows = torch.arange(n_rows)
+    before = torch.where(block > 0, block_cdf[rows, (block - 1).clamp(min=0)], 0.0)
+    inside = _inverse_cdf(blocks[rows, block], (target.squeeze(-1) - before).unsqueeze(-1))
+    return block * SAMPLING_BLOCK + inside
 
 
 @dataclass(frozen=True)
