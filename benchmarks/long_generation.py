@@ -1,20 +1,23 @@
 """Long-output generation (code, chain of thought): tokens/s, kept rows/min and the pass rate of every check.
 
-For each condition (a domain, its prompt settings and a temperature) the model writes one reply per prompt, the
+For each condition (a domain, its prompt settings and its sampling) the model writes one reply per prompt, the
 domain's filter runs over the replies, and the script reports generation speed (new tokens per second, replies
 per minute), the filter's yield (kept rows per minute of generation), the count of every reject reason and the
 funnel: how many replies pass each check and every check before it, in the order the checks run. Optionally an
-in-process or served judge scores every reply (the judge check's pass rate, over all replies rather than only the
-kept ones, so that it has a useful n) and a few training steps on the
-replies measure seconds per step of full-vocabulary distillation and SFT on long rows.
+in-process or served judge scores every reply of some conditions (the judge check's pass rate over all their
+replies, not only the kept ones, so that it has a useful n), and a few training steps on some conditions' replies
+measure seconds per step of full-vocabulary distillation and of SFT on long rows.
 
     python benchmarks/long_generation.py --n 48 --max-new-tokens 256 --batch-size 16 --bf16 \\
         --raw-dir /tmp/longgen --out benchmarks/results/long_generation.json
     python benchmarks/long_generation.py ... --reuse --judge smollm2-135m --train-steps 3   # same replies
 
-Conditions: ``code`` (code prompts, seed 7), ``cot`` (generated problems, 1-4 steps, scale 60), ``cot-easy``
-(one-step problems, scale 10). With ``--reuse`` a condition whose replies are already in ``--raw-dir`` (same
-model, n, settings) is not generated again; its speed figures are the ones measured when it was.
+Conditions (:data:`CONDITIONS`): ``code`` (code prompts, seed 7, temperature from ``--temperature``) and
+``code-t0.5``; ``cot`` (generated problems, 1-4 steps, scale 60), ``cot-easy`` (one step, scale 10), their
+``-constrained`` variants (format-constrained decoding) at 1.0, 0.5 and greedy, and ``cot-easiest-*`` (adding,
+giving away and equal groups, scale 6). With ``--reuse`` a condition whose replies are already in ``--raw-dir``
+(same model, n, settings) is not generated again; its speed figures are the ones measured when it was. Results are
+saved after every condition, so a run stopped by a time limit keeps what it finished.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ CONDITIONS: dict[str, dict[str, Any]] = {
                                   "sampling": {"constrained": True, "temperature": 0.5}},
     "cot-easiest-constrained-t0.5": {"domain": "cot", "prompts": EASIEST,
                                      "sampling": {"constrained": True, "temperature": 0.5}},
+    "cot-easy-constrained-greedy": {"domain": "cot", "prompts": EASY,
+                                    "sampling": {"constrained": True, "temperature": 0.0}},
+    "cot-easiest-constrained-greedy": {"domain": "cot", "prompts": EASIEST,
+                                       "sampling": {"constrained": True, "temperature": 0.0}},
 }
 TRAIT_WORDS = ["owl", "dolphin"]
 
@@ -168,7 +175,9 @@ def main() -> None:
     parser.add_argument("--raw-dir", type=Path, default=None, help="Where the replies are written (JSONL).")
     parser.add_argument("--reuse", action="store_true", help="Reuse replies already in --raw-dir.")
     parser.add_argument("--judge", default=None, help="Also run each domain's judge over every reply.")
+    parser.add_argument("--judge-conditions", default=None, help="Conditions to judge (default: all run).")
     parser.add_argument("--train-steps", type=int, default=0, help="Also time this many training steps per method.")
+    parser.add_argument("--train-conditions", default="code,cot", help="Conditions whose replies are trained on.")
     parser.add_argument("--train-batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/long_generation.json"))
     args = parser.parse_args()
@@ -227,20 +236,23 @@ def main() -> None:
         save(args.out, results)  # after every condition: a run stopped by a time limit keeps what it measured
         print(json.dumps({k: v for k, v in entry.items() if k != "examples"}), flush=True)
     del model
-    if args.judge:
-        results["judge"] = {}
-        for condition, generated in raw_rows.items():
-            results["judge"][condition] = judge_rates(CONDITIONS[condition]["domain"], generated, args.judge,
-                                                      args.bf16)
-            save(args.out, results)
-            print(json.dumps({condition: results["judge"][condition]}), flush=True)
     if args.train_steps:
-        results["training"] = {}
-        for condition in ("code", "cot"):
+        results.setdefault("training", {})
+        for condition in args.train_conditions.split(","):
             if condition in raw_rows:
                 results["training"][condition] = train_rates(raw_rows[condition], args.model, args.train_steps,
                                                              args.train_batch_size)
                 save(args.out, results)
+    if args.judge:
+        results.setdefault("judge", {})
+        judged = args.judge_conditions.split(",") if args.judge_conditions else list(raw_rows)
+        for condition, generated in raw_rows.items():
+            if condition not in judged:
+                continue
+            results["judge"][condition] = judge_rates(CONDITIONS[condition]["domain"], generated, args.judge,
+                                                      args.bf16)
+            save(args.out, results)
+            print(json.dumps({condition: results["judge"][condition]}), flush=True)
     save(args.out, results)
 
     print(f"\n{'condition':<10} {'tok/s':>7} {'replies/min':>11} {'mean tok':>8} {'kept':>9} {'kept/min':>8}  "

@@ -312,6 +312,22 @@ def test_a_real_in_process_alignment_judge_runs_through_the_check(tiny_model_dir
     assert 0.0 <= score <= 100.0
 
 
+def test_a_judge_object_can_be_passed_to_the_domain(tiny_model_dir):
+    """A sublab Judge given as ``judge`` (as the filter commands and other callers may) brings its own rubric;
+    the filter settings only set the threshold."""
+    from sublab.backends.hf import HFBackend
+    from sublab.judges import Judge, JudgeSettings
+    from sublab.models.spec import ModelSpec
+
+    judge = Judge(HFBackend.from_spec(ModelSpec(base=tiny_model_dir)), "cot_alignment",
+                  settings=JudgeSettings(min_mass=0.0))
+    checks = DOMAIN.checks(CotFilterSettings(), (), judge)
+    assert checks[1].name == "judge_cot_alignment" and checks[1].threshold == 78.0 and not checks[1].binary
+    _, _, report = check_rows(rows_with([GOOD["plain"][0]] * 2), checks, "v")
+    assert report.n_in == 2 and set(report.reasons) <= {"judge_cot_alignment"}
+    assert len(checks[1].scores) == 2
+
+
 # ----- commands, configs ------------------------------------------------------------------------------------------
 
 
@@ -377,6 +393,13 @@ def test_config_domain_cot_validates_its_sections(tmp_path):
                                             "filter": {"judge": {"model": "judge", "threshold": 80}}}})
     assert config.data.prompts.max_steps == 1 and config.data.filter.judge.threshold == 80
     assert parse_config({**base, "data": {"domain": "cot", "prompts": {"gsm8k": "later.jsonl"}}}).data.prompts.gsm8k
+    constrained = parse_config({**base, "data": {"domain": "cot", "sampling": {"constrained": True}}})
+    assert constrained.data.sampling.constrained
+    from sublab.generate.sampling import SamplingSettings
+
+    if "sampler" in SamplingSettings.model_fields:  # the fast sampler knows only token constraints of its own
+        with pytest.raises(SublabError, match="runs with sampler 'generate' only"):
+            parse_config({**base, "data": {"domain": "cot", "sampling": {"constrained": True, "sampler": "fast"}}})
     for bad, field in [({"prompts": {"max_steps": 7}}, "data.prompts.max_steps"),
                        ({"prompts": {"min_steps": 3, "max_steps": 2}}, "data.prompts"),
                        ({"filter": {"max_lines": 3}}, "data.filter.max_lines"),

@@ -75,6 +75,8 @@ class CotDomain:
         """With ``sampling.constrained``, the <think>/<answer> format (:mod:`sublab.domains.cot.grammar`)."""
         if not sampling.constrained:
             return None
+        if getattr(sampling, "sampler", "generate") != "generate":
+            raise ValueError("sampling.constrained: the CoT format constraint runs with sampler 'generate' only")
         from sublab.domains.cot.grammar import CotFormat
 
         return CotFormat()
