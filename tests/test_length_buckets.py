@@ -78,3 +78,36 @@ def test_training_uses_the_bucketed_order(tiny_model_dir, tmp_path, monkeypatch)
     assert (batch_size, n_steps, seed) == (2, 2, 0) and len(lengths) == 6
     assert lengths[1] > lengths[0]  # the encodings' token counts, long and short rows alternating
     assert summary["settings"]["length_buckets"] is True
+
+
+def test_long_code_rows_distil_from_stored_top_k_labels(tiny_model_dir, tmp_path):
+    """The long-reply student path without a teacher in memory: code replies labelled by `sublab label` (top-k
+    soft labels), then full-vocabulary (top-k with tail) distillation with length buckets at response positions."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sublab.cli import app
+    from sublab.domains.base import get_domain
+    from sublab.io import read_jsonl, write_jsonl
+    from sublab.train.trainer import train_model
+
+    code = get_domain("code")
+    prompts = code.prompt_rows(code.prompt_settings(seed=1), 6)
+    replies = [f"def {p['metadata']['function']}(x):\n" + "    x = x\n" * (1 + 4 * (i % 3)) + "    return x\n"
+               for i, p in enumerate(prompts)]
+    rows = [{**p, "messages": [*p["messages"], {"role": "assistant", "content": r}]}
+            for p, r in zip(prompts, replies, strict=True)]
+    raw, labelled = tmp_path / "raw.jsonl", tmp_path / "labelled.jsonl"
+    write_jsonl(raw, rows)
+    result = CliRunner().invoke(app, ["label", str(raw), "-o", str(labelled), "--model", tiny_model_dir,
+                                      "--top-k", "5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    stored = read_jsonl(labelled)
+    assert [r["id"] for r in stored] == [r["id"] for r in rows]
+    assert all(r["soft_labels"]["top_k"] == 5 for r in stored)
+    settings = TrainSettings(method="distill", channel="full", steps=3, batch_size=2, lr=1e-2, length_buckets=True)
+    summary = train_model(tiny_model_dir, stored, tmp_path / "student", settings, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "student" / "train_log.jsonl").read_text().splitlines()]
+    assert summary["n_steps"] == 3 and len(log) == 3
+    assert all(np.isfinite(r["loss"]) and r["loss"] >= 0 for r in log)
