@@ -10,6 +10,8 @@ It owns
   so a judge can score many rows in one call; ``filter_settings`` is their pydantic class and
   ``filter_digests(settings)`` what the filter stage's cache key must cover (its version, resolved lists);
 - its transforms (``transforms``: name -> function(rows, seed) -> rows, e.g. the shuffled-numbers control);
+- optionally ``filter_key_version(sampling)``: the filter version a cache key names for data sampled that way,
+  when a filter change cannot alter any verdict on such data (so cached stages survive it);
 - optionally its own stage commands (``register_commands(prompts_app, filter_app)``).
 
 Built-in domains register themselves when :func:`get_domain` first runs; third-party packages add theirs through
@@ -66,7 +68,8 @@ class Domain(Protocol):
     def filter_digests(self, settings: Any) -> dict[str, str]: ...
 
 
-DOMAINS: Registry[Domain] = Registry("domain", Domain, ("sublab.domains.numbers.domain",), "sublab.domains")
+DOMAINS: Registry[Domain] = Registry("domain", Domain, ("sublab.domains.numbers.domain", "sublab.domains.code.domain",
+                                                        "sublab.domains.cot.domain"), "sublab.domains")
 
 
 def register_domain(domain: Domain, replace: bool = False) -> Domain:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +26,7 @@ class TrainSettings(BaseModel):
     """How a model is trained on chat rows."""
 
     model_config = ConfigDict(extra="forbid")
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"length_buckets"})  # see sublab.keys
 
     method: Literal["sft", "distill"] = Field(
         "sft", description="sft: cross-entropy on the response tokens; distill: KL to a teacher's next-token "
@@ -52,6 +53,10 @@ class TrainSettings(BaseModel):
     )
     max_rows: int | None = Field(None, ge=1, description="Use at most this many rows (the paper: 10,000).")
     checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every k steps (0: off).")
+    length_buckets: bool = Field(
+        False, description="Batch rows of similar length together (sublab.train.buckets): less padding with long "
+        "replies (code, chain of thought); the same rows are trained on, in other batches."
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSettings:

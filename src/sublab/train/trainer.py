@@ -108,7 +108,8 @@ def run_fingerprint(base: str, rows: list[dict[str, Any]], settings: TrainSettin
         "method": settings.method,
         "data_sha256": rows_digest(rows),
         "teacher": key_dump(teacher) if teacher is not None else None,
-        "settings": settings.model_dump(mode="json", exclude=set(_NOT_FINGERPRINTED)),
+        # key_dump: a setting added later (KEY_ADDED_FIELDS) at its default leaves old checkpoints resumable.
+        "settings": {k: v for k, v in key_dump(settings).items() if k not in _NOT_FINGERPRINTED},
     }
 
 
@@ -316,6 +317,11 @@ def train_model(
     encodings = encode_rows(tokenizer, rows, source="training data")
     n_steps = settings.n_steps(len(rows))
     steps = batch_order(len(rows), settings.batch_size, n_steps, settings.seed)
+    if settings.length_buckets:
+        from sublab.train.buckets import length_bucketed_order
+
+        steps = length_bucketed_order([len(e.input_ids) for e in encodings], settings.batch_size, n_steps,
+                                      settings.seed)
     channel = None
     targets: TeacherTargets | StoredTargets | None = None
     if settings.method == "distill":
