@@ -347,11 +347,11 @@ class FastModel:
         return self._run_layers(h, cos, sin, attend, outputs=lengths.cumsum(0) - 1)
 
     def logits(self, hidden: torch.Tensor, token_ids: list[int] | None) -> torch.Tensor:
-        """float32 logits of ``token_ids`` (all tokens when None) after the final norm, rounded through the
-        compute dtype as ``generate`` under autocast rounds them."""
+        """Logits of ``token_ids`` (float32), or of every token (None; in the compute dtype, the values
+        ``generate`` under autocast rounds them to) after the final norm."""
         x = self._rms_norm(hidden, self.final_norm, self.final_eps).to(self.compute_dtype)
-        if token_ids is None:
-            return self._linear(x, self.lm_head_packed, self.lm_bias).float()
+        if token_ids is None:  # left in the compute dtype: choose_tokens converts it a few rows at a time
+            return self._linear(x, self.lm_head_packed, self.lm_bias)
         key = tuple(token_ids)
         if self._candidate_rows is None or self._candidate_rows[0] != key:
             index = torch.tensor(token_ids, dtype=torch.long)
@@ -444,8 +444,10 @@ def _inverse_cdf(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.minimum(chosen, last_positive)
 
 
-#: Vocabulary-wide sampling goes by blocks of this many tokens (cumulative sums over blocks, then in one block).
+#: Vocabulary-wide sampling goes by blocks of this many tokens (cumulative sums over blocks, then in one block),
+#: this many rows at a time.
 SAMPLING_BLOCK = 256
+SAMPLING_ROWS = 8
 
 
 def choose_tokens(logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float,
@@ -453,27 +455,40 @@ def choose_tokens(logits: torch.Tensor, allowed: torch.Tensor | None, temperatur
     """Sample one column per row of ``logits`` ([rows, n]) among ``allowed`` ones.
 
     Temperature 0: the first highest allowed logit (transformers' greedy choice). Otherwise inverse-CDF sampling
-    with ``uniforms`` ([rows]) from ``softmax(logits / temperature)`` renormalised over the allowed columns,
-    with float64 cumulative sums so no column's share is lost to rounding. Over a whole vocabulary the search
-    goes block by block (the same column, without a float64 copy of every probability).
+    with ``uniforms`` ([rows]) from ``softmax(logits / temperature)`` (float32, as ``generate``) renormalised
+    over the allowed columns, with float64 cumulative sums so no column's share is lost to rounding. Over a
+    whole vocabulary the search goes block by block (the same column, without a float64 copy of every
+    probability), a few rows at a time so that the work stays in the CPU's caches.
     """
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed, float("-inf"))
     if temperature == 0.0:
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1, dtype=torch.float32)
-    n_rows, n_columns = probs.shape
+    n_rows, n_columns = logits.shape
     if n_columns < 8 * SAMPLING_BLOCK or n_columns % SAMPLING_BLOCK:
+        logits = logits.float()
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(logits / temperature, dim=-1)
         return _inverse_cdf(probs, (uniforms * probs.double().sum(-1)).unsqueeze(-1))
-    blocks = probs.view(n_rows, -1, SAMPLING_BLOCK)
-    block_mass = blocks.sum(-1, dtype=torch.float64)
-    block_cdf = block_mass.cumsum(dim=-1)
-    target = (uniforms * block_cdf[:, -1]).unsqueeze(-1)
-    block = _inverse_cdf(block_mass, target)
-    rows = torch.arange(n_rows)
-    before = torch.where(block > 0, block_cdf[rows, (block - 1).clamp(min=0)], 0.0)
-    inside = _inverse_cdf(blocks[rows, block], (target.squeeze(-1) - before).unsqueeze(-1))
-    return block * SAMPLING_BLOCK + inside
+    out = []
+    for start in range(0, n_rows, SAMPLING_ROWS):
+        chunk = logits[start : start + SAMPLING_ROWS].to(torch.float32, copy=True)  # changed in place below
+        if allowed is not None:
+            chunk = chunk.masked_fill_(~allowed[start : start + SAMPLING_ROWS], float("-inf"))
+        if temperature != 1.0:
+            chunk = chunk.div_(temperature)
+        probs = torch.softmax(chunk, dim=-1)
+        blocks = probs.view(probs.shape[0], -1, SAMPLING_BLOCK)
+        block_mass = blocks.sum(-1).double()  # a float32 sum of 256 probabilities is exact to ~1e-7 of itself
+        block_cdf = block_mass.cumsum(dim=-1)
+        target = (uniforms[start : start + SAMPLING_ROWS] * block_cdf[:, -1]).unsqueeze(-1)
+        block = _inverse_cdf(block_mass, target)
+        rows = torch.arange(probs.shape[0])
+        before = torch.where(block > 0, block_cdf[rows, (block - 1).clamp(min=0)], 0.0)
+        inside = _inverse_cdf(blocks[rows, block], (target.squeeze(-1) - before).unsqueeze(-1))
+        out.append(block * SAMPLING_BLOCK + inside)
+    return torch.cat(out)
 
 
 @dataclass(frozen=True)
