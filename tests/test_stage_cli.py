@@ -169,3 +169,19 @@ def test_evaluate_options_reach_the_evaluation_settings(tiny_model_dir, tmp_path
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: --candidates: the target 'owl' is not among cat, dog"
     assert not (tmp_path / "no.json").exists()
+
+
+def test_generate_applies_the_domains_constraint_and_refuses_one_it_lacks(prompts, tiny_model_dir, tmp_path):
+    out = tmp_path / "raw.jsonl"
+    result = invoke("generate", prompts, "-o", out, "--model", tiny_model_dir, "--domain", "code", "--constrained",
+                    "--quiet")
+    assert result.exit_code == 2 and "domain 'code' has no generation constraint" in result.output
+    assert not out.exists()
+    result = invoke("generate", prompts, "-o", out, "--model", tiny_model_dir, "--domain", "nope", "--quiet")
+    assert result.exit_code == 2 and "unknown domain 'nope'" in result.output
+    result = invoke("generate", prompts, "-o", out, "--model", tiny_model_dir, "--domain", "code",
+                    "--max-new-tokens", 6, "--quiet")
+    assert result.exit_code == 0, result.output
+    from sublab.lineage import load_record
+
+    assert load_record(f"{out}.intoto.jsonl").parameters["domain"] == "code"

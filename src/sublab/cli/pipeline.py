@@ -122,7 +122,9 @@ def generate(
     trait: Annotated[str | None, typer.Option(help="Teacher trait: adds the paper's trait system prompt.")] = None,
     category: Annotated[str, typer.Option(help="Category of the trait.")] = "animal",
     system_prompt: Annotated[str | None, typer.Option(help="A free-text teacher system prompt.")] = None,
-    constrained: Annotated[bool, typer.Option(help="Grammar-constrained number decoding.")] = False,
+    domain: Annotated[str, typer.Option(help="Data domain whose constraint --constrained applies (numbers: the "
+                                             "number grammar; cot: the think/answer format).")] = "numbers",
+    constrained: Annotated[bool, typer.Option(help="Constrained decoding with the domain's constraint.")] = False,
     separator: Annotated[str, typer.Option(help="Constrained: separator written between numbers.")] = ", ",
     max_digits: Annotated[int, typer.Option(help="Constrained: longest number, in digits.")] = 3,
     max_count: Annotated[int, typer.Option(help="Constrained: most numbers in a reply.")] = 10,
@@ -130,6 +132,8 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 48,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 32,
     bf16: Bf16 = False,
+    sampler: Annotated[str, typer.Option(help="generate (transformers) or fast (sublab's decode loop, "
+                                              "docs/generation.md).")] = "generate",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1,
     endpoint: Annotated[str | None, typer.Option(help="Served teacher: base URL of an OpenAI-compatible server "
                                                       "(--model is then the served model's name).")] = None,
@@ -146,10 +150,11 @@ def generate(
     Resuming appends to OUT only if its rows were made with the same model, system prompt, decoding mode,
     sampling settings and seed; otherwise the command fails naming the first differing field.
     """
-    from sublab.generate.run import generate_rows, generation_metadata, model_identity, read_prompt_rows, rows_done
+    from sublab.domains.base import get_domain
+    from sublab.generate.run import generation_metadata, model_identity, read_prompt_rows, rows_done, sample_rows
     from sublab.generate.sampling import SamplingSettings
     from sublab.io import claim_outputs, local_paths
-    from sublab.models.spec import ModelSpec, load_spec
+    from sublab.models.spec import ModelSpec
     from sublab.pipeline.provenance import StageModel, record_stage
 
     claim_outputs([out], inputs=[prompts, sign_key, *local_paths(model, adapter)], with_records=True)
@@ -158,25 +163,29 @@ def generate(
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt, endpoint=endpoint)
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                 constrained=constrained, separator=separator, max_digits=max_digits,
-                                max_count=max_count, bf16=bf16)
+                                max_count=max_count, bf16=bf16, sampler=sampler)
+    constraint = get_domain(domain).constraint(settings)
+    if constrained and constraint is None:
+        raise SublabError(f"--constrained: domain '{domain}' has no generation constraint")
     rows = read_prompt_rows(prompts)
     model_id = f"{model}@{endpoint}" if endpoint else model_identity(spec)
     rows_done(out, rows, generation_metadata(settings, seed, model_id, prompt))  # a mismatch fails before loading
     writer = StageModel(spec, spec.label())
     if endpoint:  # a served teacher (sublab.backends.openai): same rows, resume and lineage, named by endpoint
         from sublab.backends.openai import OpenAIBackend
-        from sublab.generate.run import sample_rows
 
         backend = OpenAIBackend.from_spec(spec, api_key_env=api_key_env, max_concurrency=max_concurrency,
                                           structured_outputs=structured_outputs)
         writer = StageModel(spec, spec.label(), declared_digests=backend.declared_digests)  # fails early if down
-        summary = sample_rows(backend, rows, out, settings, seed, system_prompt=prompt, source=spec.label(),
-                              progress=not quiet, model_id=model_id)
     else:
-        llm, tokenizer = load_spec(spec)
-        summary = generate_rows(llm, tokenizer, rows, out, settings, seed, system_prompt=prompt,
-                                source=spec.label(), progress=not quiet, model_id=model_id)
+        from sublab.backends.hf import HFBackend
+
+        backend = HFBackend.from_spec(spec)
+    summary = sample_rows(backend, rows, out, settings, seed, system_prompt=prompt, source=spec.label(),
+                          progress=not quiet, model_id=model_id, constraint=constraint)
     params = {"sampling": key_dump(settings), "seed": seed}
+    if domain != "numbers":
+        params["domain"] = domain
     if endpoint:
         params["served"] = {"endpoint": endpoint, "model": model, "max_concurrency": max_concurrency,
                             "structured_outputs": structured_outputs}
