@@ -374,17 +374,23 @@ def part_ablation(m: Model, args: argparse.Namespace, peak: float | None,
         ("fast, no shared prefix", base, FastOptions(share_prefix=False), None),
         ("fast, full output layer", base, FastOptions(candidates_only=False), None),
         ("fast, no compaction", base, FastOptions(compact=False), None),
+        ("fast, no jump-forward", base, FastOptions(jump_forward=False), None),
         ("fast, float32 (no bf16)", base.model_copy(update={"bf16": False}), None, None),
     ]
     variants += [(f"fast, batch {b}", base.model_copy(update={"batch_size": b}), None, None)
                  for b in (32, 64, 128, 256) if b != args.fast_batch]
-    bf16_model = copy.deepcopy(m.model).to(torch.bfloat16)
+    wanted = lambda name: not args.ablation or any(part in name for part in args.ablation)  # noqa: E731
+    bf16_model = copy.deepcopy(m.model).to(torch.bfloat16) if wanted("generate, bf16 weights") else None
     old = SamplingSettings(constrained=True, bf16=True, max_new_tokens=48, batch_size=32)
     variants += [("generate, bf16 autocast (today)", old, None, None),
                  ("generate, bf16 weights", old.model_copy(update={"bf16": False}), None, bf16_model)]
     out = {}
     print(f"ablation: {len(contexts)} number prompts each", flush=True)
+    kept = (previous or {}) if args.accumulate else {}
+    out.update({k: v for k, v in kept.items() if isinstance(v, dict)})
     for name, settings, options, model_override in variants:
+        if args.ablation and not any(part in name for part in args.ablation):
+            continue
         row = run_path(m, contexts, settings, True, 0, options=options, model_override=model_override)
         row.pop("replies")
         out[name] = row
@@ -422,10 +428,11 @@ def main() -> None:
                         help="add this invocation's rounds to those already in --out (same settings)")
     parser.add_argument("--round-prompts", type=int, default=128, help="constrained: prompts per round and path")
     parser.add_argument("--fast-batch", type=int, default=128, help="constrained: the fast sampler's batch size")
-    parser.add_argument("--free-round-prompts", type=int, default=32, help="free: prompts per round and path")
+    parser.add_argument("--free-round-prompts", type=int, default=64, help="free: prompts per round and path")
     parser.add_argument("--free-tokens", type=int, default=256)
-    parser.add_argument("--free-batch", type=int, default=32, help="free: the fast sampler's batch size")
+    parser.add_argument("--free-batch", type=int, default=64, help="free: the fast sampler's batch size")
     parser.add_argument("--ablation-prompts", type=int, default=128)
+    parser.add_argument("--ablation", action="append", help="ablation: only the variants whose name contains this")
     parser.add_argument("--greedy-prompts", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="smollm2-135m", help="alias or folder (a tiny model checks the script)")
