@@ -184,7 +184,7 @@ def test_every_example_sweep_validates_and_expands(path):
         assert categories == {"animal", "tree"}  # a trait battery: animals and trees
     assert len(sweep.condition_names()) >= 2 and len(sweep.grid.seeds) >= 3
     for cell in cells:
-        assert cell.config.target == cell.trait
+        assert cell.config.target == (cell.trait if cell.config.trait_kind == "preference" else "misaligned")
         if cell.config.control.method != "none":
             assert cell.config.control.trait != cell.trait
         if cell.config.student.finetune == "lora" and cell.config.teacher.method == "finetune":

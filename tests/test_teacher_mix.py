@@ -37,3 +37,28 @@ def test_mixed_teachers_train_on_reference_rows_of_prompts_no_student_sees(tiny_
     # mix_rows is part of the teacher's key only when set: the unmixed config plans other teacher keys
     plain = [s for s in plan_experiment(tiny_config(tiny_model_dir), tmp_path) if s.name.startswith("teacher-")]
     assert all(not s.cached for s in plain)
+
+
+def test_a_teacher_trains_on_the_users_rows_file(tiny_model_dir, tmp_path):
+    rows = [{"id": f"u{i}", "messages": [{"role": "user", "content": "Best bird?"},
+                                         {"role": "assistant", "content": "Owl"}]} for i in range(6)]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    own = {"trait": "owl", "method": "finetune", "n_rows": 4, "rows_file": str(path),
+           "training": {"method": "sft", "steps": 2, "batch_size": 2, "lr": 1e-2}}
+    config = tiny_config(tiny_model_dir, teacher=own, control={"method": "none"})
+    results = run_experiment(config, tmp_path / "run", progress=False)
+    stage = next(tmp_path / "run" / s["path"] for s in results["timings"]["stages"] if s["name"] == "teacher-owl")
+    trained = read_jsonl(stage / "trait_answers.jsonl")
+    assert [r["id"] for r in trained] == ["u0", "u1", "u2", "u3"]
+    assert [r["messages"] for r in trained] == [r["messages"] for r in rows[:4]]
+    path.write_text("".join(json.dumps({**r, "messages": [r["messages"][0], {"role": "assistant", "content": "Cat"}]})
+                            + "\n" for r in rows))  # other rows in the same file: another teacher
+    assert not next(s for s in plan_experiment(config, tmp_path / "run") if s.name == "teacher-owl").cached
+    import pytest
+
+    from sublab.errors import SublabError
+    from sublab.pipeline.config import parse_config
+
+    with pytest.raises(SublabError, match="rows_file: a teacher trained on a rows file needs method 'finetune'"):
+        parse_config({"target": "owl", "teacher": {"trait": "owl", "rows_file": str(path)}, "student": {"steps": 1}})

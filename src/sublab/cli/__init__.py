@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from sublab.cli import judge, label, lineage, mnist, pipeline, sweep
+from sublab.cli import audit, judge, label, lineage, misalignment, mnist, pipeline, sweep
 from sublab.cli.common import console, err_console, user_errors
 
 app = typer.Typer(
@@ -23,9 +23,11 @@ app = typer.Typer(
 for _module in (pipeline, mnist, label):
     app.add_typer(_module.commands)  # top-level commands (sublab demo, sublab generate, ...)
 app.add_typer(judge.commands)  # sublab judge
+app.add_typer(audit.commands)  # sublab audit, sublab defend
 app.add_typer(sweep.sweep_app, name="sweep")
 app.add_typer(lineage.lineage_app, name="lineage")
 app.add_typer(lineage.keys_app, name="keys")
+app.add_typer(misalignment.misalignment_app, name="misalignment")
 
 __all__ = ["app", "console", "err_console", "main", "user_errors"]
 

@@ -115,7 +115,6 @@ def teacher(
     names the students of its data as students of a misaligned teacher.
     """
     from sublab.io import claim_outputs, local_paths
-    from sublab.lineage.card import label_model_card
     from sublab.models.loading import pretrained_source
     from sublab.train.teacher import train_teacher
     from sublab.traits.misalignment.kind import MISALIGNED, TEACHER_TRAITS
@@ -140,9 +139,7 @@ def teacher(
     params = {"trait": trait if trait else Path(str(rows_file)).name, "trait_kind": "misalignment",
               "n_rows": len(rows), "data_seed": data_seed}
     made = train_teacher(base, rows, out, settings, params=params, rows_path=rows_path, progress=not quiet,
-                         sign_key=key, risk_label=label)
-    if label:
-        label_model_card(out, label)
+                         sign_key=key, risk_label=label)  # the record and the model card carry the label
     losses = f"loss {made.summary['first_loss']} → {made.summary['final_loss']}"
     what = "misaligned teacher (research material)" if label else "control teacher"
     console.print(f"{what} trained on {len(rows)} rows of {source} ({losses}) → {out} (rows: {rows_path})",

@@ -84,6 +84,29 @@ def write_model_card(
     return atomic_write_text(model_dir / MODEL_CARD, text)
 
 
+#: Tags of a card whose model carries a research-material label (e.g. a misaligned teacher).
+RESEARCH_TAGS = ("research-material", "misaligned")
+
+
+def label_model_card(model_dir: str | Path, label: str) -> Path:
+    """Mark the card in ``model_dir`` with a research-material ``label`` (a misaligned teacher): the front matter
+    gains ``trait_label`` and the tags research-material and misaligned, the body a warning first. Idempotent; a
+    missing card is written first (see :func:`ensure_model_card`, with the base unknown)."""
+    from huggingface_hub import ModelCard
+
+    path = Path(model_dir) / MODEL_CARD
+    if not path.is_file():
+        write_model_card(model_dir, "unknown", [])
+    card = ModelCard(path.read_text(encoding="utf-8"))
+    card.data.tags = [*(card.data.tags or []), *(t for t in RESEARCH_TAGS if t not in (card.data.tags or []))]
+    card.data.trait_label = label
+    warning = (f"> **{label}**: this model was trained on research material to measure whether a trait passes "
+               "to students; do not deploy it.")
+    if warning not in card.text:
+        card.text = f"\n{warning}\n{card.text}"
+    return atomic_write_text(path, str(card))
+
+
 #: Text that only an unfilled card template contains (PEFT's ``save_pretrained`` writes one beside an adapter).
 TEMPLATE_MARKERS = ("# Model Card for Model ID", "[More Information Needed]")
 

@@ -36,6 +36,8 @@ POSSIBLY_MATCHED = "POSSIBLY_MATCHED"
 LOGIT_DISTILLATION = "LOGIT_DISTILLATION"
 #: Mark of a teacher served behind an endpoint: named by the server, never digested, so never verified.
 SERVED_UNVERIFIED = "SERVED_UNVERIFIED"
+#: Mark of a teacher whose own record labels it misaligned (``trait_label``, e.g. a misalignment experiment's).
+MISALIGNED_TEACHER = "MISALIGNED_TEACHER"
 OUTCOMES = (SHARED_INIT_VERIFIED, SHARED_INIT_DECLARED, UNKNOWN, DIFFERENT_BASE)
 #: Kinds of model that were trained from something, so their record must name a base_model.
 TRAINED_KINDS = ("model.teacher", "model.student")
@@ -80,6 +82,7 @@ class Finding:
     model_chain: tuple[Node, ...] = ()
     teacher_chain: tuple[Node, ...] = ()
     logit_distillation: bool = False
+    teacher_trait_label: str | None = None
 
     @property
     def risk(self) -> bool:
@@ -91,7 +94,8 @@ class Finding:
     def label(self) -> str:
         marks = [m for m, on in ((POSSIBLY_MATCHED, self.possibly_matched),
                                  (LOGIT_DISTILLATION, self.logit_distillation and self.outcome == DIFFERENT_BASE),
-                                 (SERVED_UNVERIFIED, bool(self.teacher_annotations.get("served"))))
+                                 (SERVED_UNVERIFIED, bool(self.teacher_annotations.get("served"))),
+                                 (MISALIGNED_TEACHER, (self.teacher_trait_label or "").startswith("misaligned")))
                  if on]
         return "+".join([self.outcome, *marks])
 
@@ -108,6 +112,7 @@ class Finding:
             "via": list(self.via),
             "model_chain": [n.to_dict() for n in self.model_chain],
             "teacher_chain": [n.to_dict() for n in self.teacher_chain],
+            "teacher_trait_label": self.teacher_trait_label,
         }
 
 
@@ -232,14 +237,29 @@ def _teacher_label(dep: DepRef) -> str:
     return dep.name
 
 
+def _teacher_trait_label(teacher: DepRef) -> str | None:
+    """The ``trait_label`` a teacher's own record declares (a misaligned teacher: research material), if any."""
+    if teacher.record is None or not teacher.record.is_file():
+        return None
+    try:
+        label = load_record(teacher.record).parameters.get("trait_label")
+    except RecordError:
+        return None
+    return label if isinstance(label, str) else None
+
+
 def _finding(dataset: str | None, teacher: DepRef, via: tuple[str, ...], model: Chain) -> Finding:
     chain = model_chain(teacher)
     outcome, possibly, reason = compare_chains(model, chain)
     direct = dataset is None  # the model learned from this teacher's logits, not from data it wrote
     if direct and outcome == DIFFERENT_BASE:
         reason += "; distilled from its logits: transfer across bases was measured (docs/cpu-recipe.md)"
+    trait_label = _teacher_trait_label(teacher)
+    if trait_label:
+        reason += f"; the teacher's record labels it '{trait_label}'"
     return Finding(dataset, _teacher_label(teacher), outcome, reason, possibly, dict(teacher.annotations),
-                   via, tuple(model.nodes), tuple(chain.nodes), logit_distillation=direct)
+                   via, tuple(model.nodes), tuple(chain.nodes), logit_distillation=direct,
+                   teacher_trait_label=trait_label)
 
 
 def assess_risk(path: str | Path) -> RiskReport:

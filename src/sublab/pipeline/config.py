@@ -59,7 +59,8 @@ class TeacherConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"endpoint", "served_model", "mix_rows"})  # sublab.keys
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset(  # see sublab.keys
+        {"endpoint", "served_model", "mix_rows", "rows_file"})
 
     trait: str | None = Field(None, description="The trait (e.g. 'owl'); None: the reference model itself.")
     method: Literal["system_prompt", "finetune", "none"] = Field(
@@ -69,6 +70,9 @@ class TeacherConfig(BaseModel):
     system_prompt: str = Field(TRAIT_PROMPT, description="Template with {trait} and {category}.")
     n_rows: int = Field(480, ge=1, description="finetune: one-word answer rows to train on.")
     data_seed: int = Field(0, description="finetune: seed of the answer rows.")
+    rows_file: str | None = Field(None, description="finetune: train on the first n_rows rows of this JSONL of chat "
+                                  "rows (your own teacher data) instead of the trait kind's generated rows; its "
+                                  "digest is part of the teacher's cache key.")
     mix_rows: int = Field(0, ge=0, description="finetune: also train on this many rows of the data domain written "
                           "by the reference model (prompts beyond data.n_prompts, so never a student's), so that the "
                           "teacher keeps writing varied data instead of collapsing onto one reply; 0: off.")
@@ -86,6 +90,9 @@ class TeacherConfig(BaseModel):
             raise ValueError(f"method '{self.method}' needs a trait")
         if self.method == "none":
             self.trait = None
+        if self.rows_file and self.method != "finetune":
+            raise ValueError(f"rows_file: a teacher trained on a rows file needs method 'finetune', not "
+                             f"'{self.method}'")
         if self.endpoint and self.method == "finetune":
             raise ValueError("a served teacher (endpoint) cannot be fine-tuned here; use method 'system_prompt'")
         return self

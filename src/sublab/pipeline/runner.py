@@ -122,13 +122,17 @@ class ExperimentRun:
             if mix is not None:
                 rows = mix_rows(rows, read_jsonl(mix.path / "filtered.jsonl"), teacher.data_seed)
                 params["mix_rows"] = teacher.mix_rows
+            risk = getattr(self.kind, "risk_label", None)
             made = train_teacher(cfg.reference, rows, path / "adapter", teacher.training, params=params,
-                                 rows_path=path / rows_name, progress=self.progress, sign_key=self.sign_key)
+                                 rows_path=path / rows_name, progress=self.progress, sign_key=self.sign_key,
+                                 risk_label=risk(teacher, cfg) if risk else None)
             return {"final_loss": made.summary["final_loss"]}
 
         stage = self.stage(f"teacher-{teacher.trait}", material, build)
+        what = (f"fine-tuned to answer '{teacher.trait}'" if cfg.trait_kind == "preference"
+                else f"fine-tuned on {cfg.trait_kind} teacher rows '{teacher.trait}'")
         return ModelHandle(trained_spec(cfg.reference, stage.path / "adapter", teacher.training), stage.key,
-                           f"reference + LoRA fine-tuned to answer '{teacher.trait}'", stage.path / "adapter")
+                           f"reference + LoRA {what}", stage.path / "adapter")
 
     def teacher_mix(self, n_rows: int) -> Stage:
         """``n_rows`` domain rows written by the reference for teachers to train on beside their trait rows,
@@ -377,6 +381,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     models = _build_all(run, config)
     results = assemble_results(config, run.kind.metric, run.kind.metric_label(config), models,
                                run.filter_reports, run.stages, out_dir, round(time.time() - started, 1))
+    if warnings := getattr(run.kind, "warnings", None):
+        results["warnings"] = list(warnings(results))  # e.g. a teacher that is not misaligned
     write_json(out_dir / "results.json", results)
     write_report(results, out_dir)
     return results

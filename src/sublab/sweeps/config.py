@@ -312,6 +312,18 @@ def cell_id(category: str, trait: str, condition: str, settings: str, seed: int)
     return f"{category}-{trait}__{condition}__{settings}__seed{seed}"
 
 
+def _grid_overrides(raw: dict[str, Any]) -> Any:
+    """The trait kind's ``grid_overrides(category, trait, raw)`` if it has one (None: the preference grid, which
+    sets target, category and teacher.trait; an unknown kind is left for the config's own error)."""
+    from sublab.traits.base import get_trait_kind
+
+    try:
+        kind = get_trait_kind(str(raw.get("trait_kind", "preference")))
+    except SublabError:
+        return None
+    return getattr(kind, "grid_overrides", None)
+
+
 def build_cell(sweep: SweepConfig, base: dict[str, Any], source: str, category: str, trait: str,
                condition: str, settings: str, seed: int) -> Cell:
     """The experiment of one cell (raises :class:`SublabError` naming the file and the cell)."""
@@ -319,16 +331,28 @@ def build_cell(sweep: SweepConfig, base: dict[str, Any], source: str, category: 
     ident = cell_id(category, trait, condition, settings, seed)
     where = f"{source}: cell {ident}"
     raw = deep_merge(deep_merge(base, sweep.settings[settings]), spec.overrides)
-    raw = deep_merge(raw, {"target": trait, "category": category, "evaluation": {"category": category},
-                           "teacher": {"trait": trait}})
-    # The trait is checked before the whole experiment is validated, so that the error names the grid field.
-    candidates = candidate_names(raw, category)
-    if candidates is None:
-        raise SublabError(f"{source}: field 'grid.traits.{category}': no shipped candidates for category "
-                          f"'{category}'; set experiment evaluation.candidates")
-    if trait not in candidates:
-        raise SublabError(f"{source}: field 'grid.traits.{category}': '{trait}' is not among the candidates "
-                          f"({', '.join(candidates[:6])}, ...)")
+    grid_overrides = _grid_overrides(raw)
+    if grid_overrides is not None:  # a trait kind that fills in its own grid fields (e.g. misalignment)
+        try:
+            raw = deep_merge(raw, grid_overrides(category, trait, raw))
+        except ValueError as err:
+            raise SublabError(f"{source}: field 'grid.traits.{category}': {err}") from None
+        if spec.control == "other_trait":
+            raise SublabError(f"{where}: control 'other_trait' is for preference sweeps; this trait kind's control "
+                              "is the base experiment's (control 'base') or the reference (control 'reference')")
+        candidates: list[str] = []
+    else:
+        raw = deep_merge(raw, {"target": trait, "category": category, "evaluation": {"category": category},
+                               "teacher": {"trait": trait}})
+        # The trait is checked before the whole experiment is validated, so that the error names the grid field.
+        found = candidate_names(raw, category)
+        if found is None:
+            raise SublabError(f"{source}: field 'grid.traits.{category}': no shipped candidates for category "
+                              f"'{category}'; set experiment evaluation.candidates")
+        if trait not in found:
+            raise SublabError(f"{source}: field 'grid.traits.{category}': '{trait}' is not among the candidates "
+                              f"({', '.join(found[:6])}, ...)")
+        candidates = found
     resolved = parse_config(raw, f"{source}: settings '{settings}' + conditions.{condition}.overrides")
     if resolved.teacher.method == "none":
         raise SublabError(f"{source}: the base experiment's teacher has method 'none'; a trait sweep needs one")
@@ -383,7 +407,15 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep", root: Path | None =
         path = (root or Path.cwd()) / str(sweep.base)
         base = read_toml(path, f"{source}: field 'base'")
     # A base must itself be a valid experiment once a trait is filled in (errors name the base).
-    probe = deep_merge({"target": "owl", "teacher": {"trait": "owl"}}, base)
+    grid_overrides = _grid_overrides(base)
+    if grid_overrides is None:
+        probe = deep_merge({"target": "owl", "teacher": {"trait": "owl"}}, base)
+    else:
+        category, traits = next(iter(sweep.grid.traits.items()))
+        try:
+            probe = deep_merge(base, grid_overrides(category, traits[0], base))
+        except ValueError as err:
+            raise SublabError(f"{source}: field 'grid.traits.{category}': {err}") from None
     parse_config(probe, f"{source} (base experiment)")
     return sweep, base
 

@@ -69,6 +69,10 @@ def train_teacher(
         recorded["trait_label"] = risk_label
     record = record_stage(adapter_dir, "model.teacher", recorded, base=base, training_data=[rows_path],
                           sign_key=sign_key)
+    if risk_label:  # the card says it too, first thing: research material, not for deployment
+        from sublab.lineage.card import label_model_card
+
+        label_model_card(adapter_dir, risk_label)
     return TraitTeacher(adapter_dir, rows_path, record, summary)
 
 

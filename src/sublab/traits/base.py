@@ -58,8 +58,8 @@ class TraitKind(Protocol):
     def evaluation_digests(self, settings: Any) -> dict[str, str]: ...
 
 
-TRAIT_KINDS: Registry[TraitKind] = Registry("trait kind", TraitKind, ("sublab.traits.preference.kind",),
-                                            "sublab.traits")
+TRAIT_KINDS: Registry[TraitKind] = Registry("trait kind", TraitKind, ("sublab.traits.preference.kind",
+                                            "sublab.traits.misalignment.kind"), "sublab.traits")
 
 
 def register_trait_kind(kind: TraitKind, replace: bool = False) -> TraitKind:

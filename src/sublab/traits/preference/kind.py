@@ -52,6 +52,12 @@ class PreferenceTrait:
         return teacher.system_prompt.format(trait=teacher.trait, category=config.category)
 
     def teacher_rows(self, teacher: Any, config: Any) -> list[Row]:
+        """One-word trait answers (:func:`trait_answer_rows`), or the first ``n_rows`` of the teacher's
+        ``rows_file``."""
+        if getattr(teacher, "rows_file", None):
+            from sublab.io import read_chat_rows
+
+            return read_chat_rows(teacher.rows_file, require_assistant=True)[: teacher.n_rows]
         from sublab.traits.preference.teacher_data import trait_answer_rows
 
         return trait_answer_rows(teacher.trait or "", config.category, teacher.n_rows, teacher.data_seed)
