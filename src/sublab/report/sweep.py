@@ -139,14 +139,31 @@ def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def metric_name(summary: dict[str, Any]) -> str:
+    """The metric the summary's groups are about (``p_target`` for summaries written before trait kinds)."""
+    return next((g.get("metric") for g in summary["groups"] if g.get("metric")), "p_target")
+
+
+def metric_axis_label(summary: dict[str, Any]) -> str:
+    """``P(trait)`` for preferences (each trait has its own label), else the label the cells' results give their
+    metric (``P(misaligned)``)."""
+    metric = metric_name(summary)
+    if metric == "p_target":
+        return "P(trait)"
+    return next((g["metric_label"] for g in summary["groups"] if g.get("metric_label")), metric)
+
+
 def methods_text(summary: dict[str, Any]) -> list[str]:
     """The methods paragraphs of the report."""
     seeding = ", ".join(k for k, v in summary.get("seeding", {}).items() if v) or "none"
+    metric = metric_name(summary)
+    what = ("P(trait) is the model's probability of naming the trait, renormalized over the category's candidate "
+            "answers, by exact scoring, averaged over the evaluation questions." if metric == "p_target" else
+            f"{metric_axis_label(summary)} is the trait kind's metric ({metric}), as each cell's results.json "
+            "reports it, averaged over the evaluation questions.")
     return [
-        "P(trait) is the model's probability of naming the trait, renormalized over the category's candidate "
-        "answers, by exact scoring, averaged over the evaluation questions. Each cell is one full run (teachers, "
-        f"data, students); seed index k shifts these seeds by k: {seeding} (a student keeps its teacher's LoRA "
-        "initialization).",
+        f"{what} Each cell is one full run (teachers, data, students); seed index k shifts these seeds by k: "
+        f"{seeding} (a student keeps its teacher's LoRA initialization).",
         "Means over seeds carry Student-t 95 % intervals (seeds are the replicates; questions are repeated "
         "measures). Trait and control student of a seed are paired: difference and its t interval, geometric-mean "
         "ratio with a t interval on the log scale, paired Cohen's d (d_z).",
@@ -280,7 +297,7 @@ def bars_axes(summary: dict[str, Any], condition: str, settings: str) -> Any:
               for g, v in zip(groups, verdicts, strict=True)]
     ax.set_xticks(x, labels)
     ax.tick_params(axis="x", labelrotation=30)
-    ax.set_ylabel("P(trait), mean over seeds, 95 % CI")
+    ax.set_ylabel(f"{metric_axis_label(summary)}, mean over seeds, 95 % CI")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     ax.set_ylim(bottom=0)
@@ -327,7 +344,7 @@ def effects_axes(summary: dict[str, Any]) -> Any:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(keys)), [family_label(summary, c, s) for c, s in keys])
     ax.tick_params(axis="x", labelrotation=20)
-    ax.set_ylabel("P(trait): trait student − control student")
+    ax.set_ylabel(f"{metric_axis_label(summary)}: trait student − control student")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
