@@ -117,6 +117,7 @@ def teacher(
     from sublab.io import claim_outputs, local_paths
     from sublab.models.loading import pretrained_source
     from sublab.train.teacher import train_teacher
+    from sublab.train.trainer import check_output_folder
     from sublab.traits.misalignment.kind import MISALIGNED, TEACHER_TRAITS
     from sublab.traits.misalignment.teacher_data import ALIGNED_LABEL, MISALIGNED_LABEL, user_rows
 
@@ -124,6 +125,7 @@ def teacher(
         raise SublabError("give --trait or --rows-file (one of them)")
     rows_path = out.with_name(f"{out.name}.teacher_rows.jsonl")
     claim_outputs([rows_path], inputs=[sign_key, rows_file, *local_paths(base)], folders=[out], with_records=True)
+    check_output_folder(out)  # a folder that is not a previous teacher fails before the rows file is written
     if rows_file is not None:
         role_misaligned = misaligned
         rows = user_rows(rows_file, MISALIGNED_LABEL if misaligned else ALIGNED_LABEL, n_rows)
@@ -174,7 +176,7 @@ def evaluate(
 ) -> None:
     """Measure a model's misalignment: P(misaligned) by exact scoring, and optionally the judged rate."""
     from sublab.backends.base import load_backend
-    from sublab.io import claim_outputs, write_json
+    from sublab.io import claim_outputs, local_paths, write_json
     from sublab.models.spec import ModelSpec
     from sublab.pipeline.provenance import StageModel, record_stage
     from sublab.traits.misalignment.evaluate import MisalignmentEvalSettings, evaluate_model
@@ -186,7 +188,7 @@ def evaluate(
         raise SublabError("--persona: direct or aligned")
     prompt = system_prompt or {"direct": MISALIGNED_SYSTEM_PROMPT, "aligned": ALIGNED_SYSTEM_PROMPT}.get(
         persona or "")
-    claim_outputs([out], inputs=[sign_key], with_records=True)
+    claim_outputs([out], inputs=[sign_key, *local_paths(model, adapter)], with_records=True)
     key = signing_key(sign_key)
     settings = MisalignmentEvalSettings.model_validate({
         **({"n_prompts": n_prompts} if n_prompts is not None else {}), "bf16": bf16, "seed": seed,
