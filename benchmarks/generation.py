@@ -10,7 +10,9 @@ Parts (each short enough to run while a background job is paused; results merge 
 - ``free``: free sampling of long replies (code and step-by-step prompts, ``--free-tokens`` tokens at most).
 - ``ablation``: what each idea pays on its own (fast sampler with one part switched off; batch sizes;
   ``generate`` with a bf16 copy of the model instead of autocast).
-- ``greedy``: greedy rows of both samplers on the same prompts (bf16): how many are identical.
+- ``greedy``: greedy rows of both samplers on the same prompts (bf16): how many are identical, beside how many
+  ``generate`` keeps identical when the same prompts are batched differently.
+- ``numerics``: KL divergences between the float32 model, ``generate`` under autocast and the fast sampler.
 
 Rounds alternate old and new in ABBA order so that drift (other jobs on the machine) cancels; the table reports
 medians over rounds and the ratio of the medians.
@@ -195,7 +197,7 @@ def run_path(m: Model, contexts: list, settings: Any, constrained: bool, first_s
         timer = OldPathTimer(m)
         processor = TimedProcessor(processor, timer) if processor is not None else None
     replies: list[str] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for b, start in enumerate(range(0, len(contexts), settings.batch_size)):
         batch = contexts[start : start + settings.batch_size]
         if settings.sampler == "fast":
@@ -206,7 +208,9 @@ def run_path(m: Model, contexts: list, settings: Any, constrained: bool, first_s
                 timer.new_call()
             replies += sample_batch(model, m.tokenizer, batch, settings, first_seed + b, processor)
     seconds = time.perf_counter() - started
+    stats["cpu_seconds"] = time.process_time() - cpu_started
     if timer is not None:
+        timer.stats["cpu_seconds"] = stats["cpu_seconds"]
         timer.close()
         stats = timer.stats
     return summarize(m, replies, seconds, stats, settings.sampler)
@@ -223,9 +227,12 @@ def summarize(m: Model, replies: list[str], seconds: float, stats: dict[str, flo
         forward_tokens = stats.get("forward_tokens", 0)
     flops = forward_tokens * m.linear_flops + stats.get("logit_cells", 0) * 2 * m.hidden
     phases = {k: round(v, 2) for k, v in stats.items() if k in ("prefill", "decode", "logits", "sampling",
-                                                                 "grammar", "compaction")}
+                                                                 "grammar", "compaction")}  # wall seconds
     phases["other (python, sampling in generate)"] = round(seconds - sum(phases.values()), 2)
-    return {"rows": len(replies), "valid": valid, "seconds": seconds, "rows_per_min": len(replies) / seconds * 60,
+    cpu = stats.get("cpu_seconds", seconds)
+    return {"rows": len(replies), "valid": valid, "seconds": seconds, "cpu_seconds": cpu,
+            "cpu_valid_per_min": valid / cpu * 60, "cpu_tokens_per_s": tokens / cpu,
+            "rows_per_min": len(replies) / seconds * 60,
             "valid_per_min": valid / seconds * 60, "reply_tokens": tokens, "tokens_per_s": tokens / seconds,
             "executed_gflop": flops / 1e9, "gflops": flops / seconds / 1e9, "phases_s": phases,
             "forward_tokens": int(forward_tokens), "replies": replies}
@@ -250,7 +257,8 @@ def alternate(m: Model, make_contexts: Any, round_prompts: int, old: Any, new: A
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("rows_per_min", "valid_per_min", "tokens_per_s", "gflops", "seconds")
+    keys = ("rows_per_min", "valid_per_min", "tokens_per_s", "gflops", "seconds", "cpu_valid_per_min",
+            "cpu_tokens_per_s")
     out = {k: statistics.median(r[k] for r in runs) for k in keys}
     out["best"] = {k: max(r[k] for r in runs) for k in keys if k != "seconds"}
     out["rows"] = sum(r["rows"] for r in runs)
@@ -295,9 +303,12 @@ def compare(name: str, results: dict[str, list], peak: float | None, rate_key: s
     pairs = [n[rate_key] / by_round[n["round"]][rate_key] for n in results["fast"] if n["round"] in by_round]
     ratio = new[rate_key] / old[rate_key]
     best_ratio = new["best"][rate_key] / old["best"][rate_key]
+    cpu_key = f"cpu_{rate_key}"
+    cpu_ratio = new[cpu_key] / old[cpu_key]
     print(f"\n{name}: {rate_key} (median over {len(pairs)} rounds) old {old[rate_key]:.0f}, new {new[rate_key]:.0f}: "
           f"{ratio:.2f}x; per round {', '.join(f'{p:.2f}' for p in pairs)}; best round of each "
-          f"{old['best'][rate_key]:.0f} vs {new['best'][rate_key]:.0f}: {best_ratio:.2f}x")
+          f"{old['best'][rate_key]:.0f} vs {new['best'][rate_key]:.0f}: {best_ratio:.2f}x; per CPU second "
+          f"(median) {old[cpu_key]:.0f} vs {new[cpu_key]:.0f}: {cpu_ratio:.2f}x")
     print(f"{'path':<10}{'rows/min':>10}{'valid/min':>11}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}")
     for label, row in (("generate", old), ("fast", new)):
         share = f"{row['gflops'] / peak:.0%}" if peak else "-"
@@ -306,6 +317,7 @@ def compare(name: str, results: dict[str, list], peak: float | None, rate_key: s
     for label, row in (("generate", old), ("fast", new)):
         print(f"  {label} ms per row: {row['ms_per_row']}")
     return {"generate": old, "fast": new, "ratio": ratio, "ratio_per_round": pairs, "ratio_best": best_ratio,
+            "ratio_cpu": cpu_ratio,
             "rate": rate_key, "bf16_gemm_peak": peak}
 
 
@@ -394,8 +406,8 @@ def part_ablation(m: Model, args: argparse.Namespace, peak: float | None,
         row = run_path(m, contexts, settings, True, 0, options=options, model_override=model_override)
         row.pop("replies")
         out[name] = row
-        print(f"  {name:<34}{row['valid_per_min']:>8.0f} valid rows/min {row['gflops']:>6.0f} GFLOP/s "
-              f"{row['phases_s']}", flush=True)
+        print(f"  {name:<34}{row['valid_per_min']:>8.0f} valid rows/min ({row['cpu_valid_per_min']:.0f} per CPU "
+              f"minute) {row['gflops']:>6.0f} GFLOP/s {row['phases_s']}", flush=True)
     del bf16_model
     return out
 
@@ -412,16 +424,67 @@ def part_greedy(m: Model, args: argparse.Namespace) -> dict[str, Any]:
         old = sample_batch(m.model, m.tokenizer, contexts, settings, 0, processor)
         new = sample_batch(m.model, m.tokenizer, contexts, settings.model_copy(update={"sampler": "fast"}), 0,
                            processor)
+        # The baseline: generate against itself with other batches (other padding, so other bf16 rounding).
+        small = settings.model_copy(update={"batch_size": 8})
+        regrouped = [r for i in range(0, len(contexts), 8)
+                     for r in sample_batch(m.model, m.tokenizer, contexts[i : i + 8], small, 0, processor)]
         same = sum(a == b for a, b in zip(old, new, strict=True))
+        self_same = sum(a == b for a, b in zip(old, regrouped, strict=True))
         key = "constrained" if constrained else "free"
-        out[key] = {"identical": same, "n": len(contexts)}
-        print(f"greedy {key}: {same}/{len(contexts)} rows identical between generate and fast (bf16)", flush=True)
+        out[key] = {"identical_generate_vs_fast": same, "identical_generate_vs_generate_in_batches_of_8": self_same,
+                    "n": len(contexts)}
+        print(f"greedy {key} (bf16): {same}/{len(contexts)} rows identical between generate and fast; "
+              f"{self_same}/{len(contexts)} between generate in one batch and generate in batches of 8", flush=True)
+    return out
+
+
+@torch.inference_mode()
+def part_numerics(m: Model, args: argparse.Namespace) -> dict[str, Any]:
+    """Mean KL divergences between next-token distributions of the float32 model, ``generate``'s forward under
+    bf16 autocast and the fast sampler's bf16 forward (prefill, then the reply tokens one decode step at a time),
+    over ``--numerics-prompts`` number prompts x 4 reply positions."""
+    from sublab.generate.fast import FastModel
+    from sublab.models.chat import format_prompt
+
+    contexts = number_contexts(args.numerics_prompts)
+    reply = m.tokenizer("482, 91, 7", add_special_tokens=False).input_ids
+    prompts = [m.tokenizer(format_prompt(m.tokenizer, c), add_special_tokens=False).input_ids for c in contexts]
+
+    def transformers(bf16: bool) -> torch.Tensor:
+        out = []
+        for ids in prompts:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = m.model(input_ids=torch.tensor([ids + reply])).logits[0, -len(reply) - 1 :].float()
+            out.append(torch.log_softmax(logits, dim=-1))
+        return torch.stack(out)
+
+    def fast() -> torch.Tensor:
+        model = FastModel(m.model, torch.bfloat16)
+        out = []
+        for ids in prompts:
+            keys, values = model.new_cache(1, len(ids) + len(reply), reuse=False)
+            rows = [model.logits(model.prefill(keys, values, [ids], 0), None).float()]
+            for j, token in enumerate(reply):
+                hidden = model.decode(keys, values, torch.tensor([token]), torch.tensor([len(ids) + j]))
+                rows.append(model.logits(hidden, None).float())
+            out.append(torch.log_softmax(torch.cat(rows), dim=-1))
+        return torch.stack(out)
+
+    def kl(p: torch.Tensor, q: torch.Tensor) -> float:
+        return float((p.exp() * (p - q)).sum(-1).mean())
+
+    fp32, autocast, ours = transformers(False), transformers(True), fast()
+    out = {"prompts": len(prompts), "positions_per_prompt": len(reply) + 1,
+           "kl_fp32_vs_generate_autocast": kl(fp32, autocast), "kl_generate_autocast_vs_fast": kl(autocast, ours),
+           "kl_fp32_vs_fast": kl(fp32, ours)}
+    print(f"numerics: {out}", flush=True)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", action="append", choices=["peak", "constrained", "free", "ablation", "greedy"],
+    parser.add_argument("--part", action="append",
+                        choices=["peak", "constrained", "free", "ablation", "greedy", "numerics"],
                         help="parts to run (default: all)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds to run now (per part)")
     parser.add_argument("--accumulate", action="store_true",
@@ -434,11 +497,12 @@ def main() -> None:
     parser.add_argument("--ablation-prompts", type=int, default=128)
     parser.add_argument("--ablation", action="append", help="ablation: only the variants whose name contains this")
     parser.add_argument("--greedy-prompts", type=int, default=32)
+    parser.add_argument("--numerics-prompts", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="smollm2-135m", help="alias or folder (a tiny model checks the script)")
     parser.add_argument("--out", default="benchmarks/results/generation.json")
     args = parser.parse_args()
-    parts = args.part or ["peak", "constrained", "free", "ablation", "greedy"]
+    parts = args.part or ["peak", "constrained", "free", "ablation", "greedy", "numerics"]
     torch.set_num_threads(args.threads)
 
     path = Path(args.out)
@@ -460,6 +524,8 @@ def main() -> None:
                 path.write_text(json.dumps(record, indent=2) + "\n")  # each part saved as soon as it is done
         if "greedy" in parts:
             record["parts"]["greedy"] = part_greedy(m, args)
+        if "numerics" in parts:
+            record["parts"]["numerics"] = part_numerics(m, args)
     record["model"] = args.model
     record["torch"] = torch.__version__
     record["threads"] = args.threads
