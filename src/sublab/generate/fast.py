@@ -224,10 +224,10 @@ class FastModel:
             attn = attend(index, q, k, qkv[:, q_width + kv_width :].view(n, self.n_kv, self.head_dim))
             if index == last and outputs is not None:
                 h, attn = h[outputs], attn[outputs]
-            h = h + self._linear(attn, layer.out, layer.out_bias)
+            h = h.add_(self._linear(attn, layer.out, layer.out_bias))  # h is always this loop's own tensor
             x = self._rms_norm(h, layer.norm_mlp, self.eps)
             gate, up = self._linear(x.to(cd), layer.gate_up, layer.gate_up_bias).split(self.intermediate, dim=-1)
-            h = h + self._linear(self.act(gate) * up, layer.down, layer.down_bias)
+            h = h.add_(self._linear(self.act(gate).mul_(up), layer.down, layer.down_bias))
         return h
 
     def new_cache(self, n_rows: int, length: int, reuse: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
