@@ -1,29 +1,33 @@
 """A fast sampler for llama-family models: sublab's own decode loop instead of transformers' ``generate``.
 
 It samples the distribution :func:`sublab.generate.sampling.sample_batch` samples with ``generate`` (same
-prompts, temperature, grammar and end of turn), with the arithmetic done the way ``generate`` does it, but with
-much less work per row (docs/generation.md measures each part):
+prompts, temperature, grammar and end of turn; under ``bf16`` the precision of bf16 autocast, the rounding in
+another order), with much less work per row (docs/generation.md measures each part):
 
-- **Weights cast once.** Under ``bf16`` every linear layer gets a bf16 copy (q/k/v and gate/up fused), while the
-  residual stream, norms and rotary embeddings stay in the model's float32: the numerics of bf16 autocast,
-  without autocast re-casting every weight at every step.
+- **Weights cast once.** Under ``bf16`` every linear layer gets a bf16 copy (q/k/v and gate/up fused),
+  prepacked for oneDNN, while the residual stream, norms and rotary embeddings stay in the model's float32 and
+  attention is torch's fused kernel with float32 scores: autocast's precision, without autocast re-casting every
+  weight at every step.
 - **Shared prefix.** The batch's longest common token prefix (the chat template's system text, a teacher's
   system prompt) is prefilled once (and kept for the next batch), then copied into every row's KV cache.
-- **Packed prefill.** Each row's own prompt tokens go through the linear layers packed (no padding work); only
-  attention sees the padded layout.
-- **Static KV cache.** Preallocated per batch; each row's tokens sit at their positions, so a length mask is the
+- **Packed, chunked prefill.** Each row's own prompt tokens go through the linear layers packed (no padding
+  work), rows sorted by length, about 1,024 tokens at a time; only attention sees a padded layout.
+- **Static KV cache.** One reused buffer; each row's tokens sit at their positions, so a length mask is the
   whole attention mask. Rows that ended are dropped from the batch (the cache is compacted) once a quarter of
   it has ended.
 - **Output layer over the allowed tokens only.** With a grammar constraint (:class:`TokenConstraint`), logits
   are computed for the ~40 tokens any grammar state can allow instead of the whole vocabulary; the grammar's
-  mask over them is exactly :class:`~sublab.domains.numbers.grammar.NumberGrammarProcessor`'s mask.
-- **Per-row random streams.** Each row draws its uniforms from ``torch.Generator(seed)`` laid out row by row
-  (``rand(rows, max_new_tokens)``), and samples by inverse CDF (float64) over the renormalised allowed
-  probabilities: a row's sample depends on the seed, its place in the batch and its own probabilities, not on
-  how many rows the batch has or what they contain (up to floating-point rounding of the batched arithmetic).
+  mask over them is exactly :class:`~sublab.domains.numbers.grammar.NumberGrammarProcessor`'s mask. A token the
+  grammar forces (the only one allowed) is fed with the sampled one before it instead of costing a step.
+- **Per-row random streams.** Row *i*'s *n*-th token uses the *n*-th uniform of row *i* of
+  ``torch.rand(rows, max_new_tokens, generator=Generator(seed))``, by inverse CDF (float64 sums) over the
+  renormalised allowed probabilities: a row's sample depends on the seed, its place in the batch and its own
+  probabilities, not on how many rows the batch has or what they contain (up to floating-point rounding of the
+  batched arithmetic).
 
 Supported: ``LlamaForCausalLM`` and ``Qwen2ForCausalLM`` without sliding-window layers (SmolLM2, Llama, Qwen2.5);
-anything else raises :class:`~sublab.errors.SublabError` (use ``sampler = "generate"``).
+anything else raises :class:`~sublab.errors.SublabError` (use ``sampler = "generate"``). One batch at a time per
+model (the KV buffer is the model's).
 """
 
 from __future__ import annotations
@@ -60,8 +64,9 @@ class TokenConstraint(Protocol):
     def candidate_ids(self) -> list[int]:
         """Every token some state may allow, ascending (the only logits computed)."""
 
-    def candidate_masks(self, states: list[Any], n_generated: int) -> torch.Tensor:
-        """Allowed candidates per row, ``[len(states), len(candidate_ids())]`` bool, after ``n_generated``."""
+    def candidate_masks(self, states: list[Any], n_generated: int | list[int]) -> torch.Tensor:
+        """Allowed candidates per row, ``[len(states), len(candidate_ids())]`` bool, after ``n_generated``
+        tokens (one count for all rows or one per row)."""
 
     def advance(self, state: Any, token_id: int) -> Any:
         """The state after a token."""
