@@ -424,10 +424,11 @@ def test_fast_and_generate_sample_the_same_distribution(tiny, samples):
     numbers, and Kolmogorov-Smirnov over each reply's mean log-probability per token under the model.
 
     Power at alpha = 0.01 with 2,400 replies each (computed by :func:`power_against_shift` from the pooled
-    distributions, asserted below): >= 0.9 against moving 4 percentage points of probability between two
-    number counts, and >= 0.6 between two first characters. The log-probability test is the most sensitive:
-    it rejects the fast sampler at temperature 1.15 against generate at 1 (the positive control below). The
-    seeds are fixed, so the test is deterministic.
+    distributions, asserted below): 0.91 against moving 4 percentage points of probability from the most to the
+    least likely number count, 1.00 for first characters. Observed: p = 0.50 (first character), 0.65 (count),
+    0.29 (log-probability). The log-probability test is the most sensitive: it rejects the fast sampler at
+    temperature 1.15 against generate at 1 (p ~ 1e-6, the positive control below). The seeds are fixed, so the
+    test is deterministic.
     """
     from scipy.stats import ks_2samp
 
@@ -436,7 +437,7 @@ def test_fast_and_generate_sample_the_same_distribution(tiny, samples):
     assert all(is_valid_reply(SAMPLE_SETTINGS.grammar(), r) for _, r in old + new)
     old_first, old_count = reply_features([r for _, r in old])
     new_first, new_count = reply_features([r for _, r in new])
-    for a, b, min_power in ((old_count, new_count, 0.9), (old_first, new_first, 0.6)):
+    for a, b, min_power in ((old_count, new_count, 0.9), (old_first, new_first, 0.9)):
         assert two_sample_chi2(a, b).pvalue > 0.01
         labels = sorted(set(a) | set(b), key=str)
         pooled = [(a + b).count(x) / len(a + b) for x in labels]
