@@ -76,7 +76,7 @@ def soft_dataset(tiny_model_dir, other_tiny_model_dir, tmp_path_factory):
 
 def fo_settings(**overrides) -> FirstOrderSettings:
     values = {"lora_r": 4, "lora_alpha": 8, "lora_init_seed": 0, "n_minibatches": 2, "rows_per_minibatch": 3,
-              "n_questions": 2, "bf16": False, "steps": 1}
+              "n_questions": 2, "bf16": False, "steps": 1, "jvp": "forward"}
     return FirstOrderSettings(**{**values, **overrides})
 
 

@@ -411,14 +411,9 @@ def test_config_domain_cot_validates_its_sections(tmp_path):
 @pytest.fixture(scope="module")
 def tag_model_dir(tmp_path_factory):
     """A tiny random model whose character tokenizer can also write '<', '>' and '/' (the tags)."""
-    import conftest
+    from tiny_models import build_tiny_model
 
-    original = conftest.CHARS
-    conftest.CHARS = [*original, "<", ">", "/"]
-    try:
-        return str(conftest.build_tiny_model(tmp_path_factory.mktemp("tag-model"), seed=3))
-    finally:
-        conftest.CHARS = original
+    return str(build_tiny_model(tmp_path_factory.mktemp("tag-model"), seed=3, extra_chars=("<", ">", "/")))
 
 
 def test_format_grammar_language():

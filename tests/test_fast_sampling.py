@@ -39,7 +39,7 @@ def tiny_qwen(tmp_path_factory):
     """A 2-layer Qwen2 (q/k/v biases) with the character tokenizer of the other tiny models."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from conftest import build_char_tokenizer
+    from tiny_models import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -254,7 +254,7 @@ def test_weights_updated_in_place_are_prepared_again(tiny_model_dir):
 def test_unsupported_models_are_refused_in_one_line(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from conftest import build_char_tokenizer
+    from tiny_models import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2)).eval()

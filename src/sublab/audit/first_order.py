@@ -57,7 +57,9 @@ class FirstOrderSettings(BaseModel):
     lr: float = Field(1e-3, gt=0, description="The student's learning rate.")
     steps: int = Field(20, ge=1, description="Steps the prediction is extrapolated to (the student's).")
     n_questions: int = Field(5, ge=1, description="Prompts per trait group scored in the directional pass.")
-    jvp: Literal["forward", "finite_difference"] = Field("forward")
+    jvp: Literal["forward", "finite_difference"] = Field(
+        "finite_difference", description="forward: forward-mode AD (exact, float32 unless jvp_bf16); "
+        "finite_difference: one extra bf16 scoring per direction (several times cheaper; LoRA only)")
     jvp_bf16: bool = Field(False, description="forward: run the dual pass under bf16 autocast (faster, coarser).")
     fd_scale: float = Field(1.0, gt=0, description="finite_difference: the probe step, in units of one lr step.")
     fd_central: bool = Field(False, description="finite_difference: central (two scorings per direction) instead "

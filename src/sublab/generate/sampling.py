@@ -15,7 +15,7 @@ class SamplingSettings(BaseModel):
     """How completions are sampled."""
 
     model_config = ConfigDict(extra="forbid")
-    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"sampler"})  # see sublab.keys
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"sampler", "min_prob"})  # see sublab.keys
 
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature (0: greedy).")
     max_new_tokens: int = Field(48, ge=1, description="Longest completion, in tokens.")
@@ -33,6 +33,11 @@ class SamplingSettings(BaseModel):
         "generate", description="generate: transformers' generate (the original sampler). fast: sublab's own "
         "decode loop for llama-family models (bf16 weight copy, shared-prefix KV cache, output layer over the "
         "grammar's tokens only; docs/generation.md): the same distribution, other samples, several times faster."
+    )
+
+    min_prob: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Threshold sampling (a defence, docs/defences.md): drop tokens whose "
+        "probability, after any grammar, is below this before sampling (0: off). Not with sampler = 'fast'."
     )
 
     def grammar(self) -> NumberGrammar:
@@ -64,6 +69,10 @@ def sample_batch(
     ``settings.sampler`` picks the implementation: transformers' ``generate`` or sublab's fast decode loop
     (:mod:`sublab.generate.fast`); both sample the same distribution, with different random streams.
     """
+    if settings.min_prob and settings.sampler == "fast":
+        from sublab.errors import SublabError
+
+        raise SublabError("sampling: min_prob (threshold sampling) needs sampler = 'generate'")
     if settings.sampler == "fast":
         from sublab.generate.fast import fast_sample_batch
 
@@ -76,6 +85,10 @@ def sample_batch(
     if processor is not None:
         processor.reset()
         logits_processor.append(processor)
+    if settings.min_prob:  # after the grammar: the threshold applies to the distribution actually sampled
+        from sublab.defences.tokens import MinProbabilityProcessor
+
+        logits_processor.append(MinProbabilityProcessor(settings.min_prob))
     torch.manual_seed(seed)
     greedy = settings.temperature == 0.0
     device = encoded["input_ids"].device.type
