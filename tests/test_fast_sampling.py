@@ -306,8 +306,8 @@ def test_fast_rows_resume_identically_and_record_their_sampler(tiny, tmp_path):
 def test_rows_of_one_sampler_are_never_resumed_with_the_other(tiny, tmp_path):
     model, tokenizer = tiny
     old = FAST.model_copy(update={"sampler": "generate"})
-    for first, second, message in ((FAST, old, "'sampling.sampler' is 'fast' there and None now"),
-                                   (old, FAST, "'sampling.sampler' is None there and 'fast' now")):
+    for first, second, message in ((FAST, old, "'sampling.sampler' is 'fast' there and the default now"),
+                                   (old, FAST, "'sampling.sampler' is the default there and 'fast' now")):
         out = tmp_path / f"{first.sampler}.jsonl"
 
         def kill(index):

@@ -154,6 +154,8 @@ def test_from_spec_and_refusals_that_need_no_request():
     # Nothing listens on port 9: a refusal that came from the server would be a ServerError instead.
     with pytest.raises(CapabilityError, match="constrained decoding through a server needs vLLM-style"):
         backend.sample([[{"role": "user", "content": "1, 2, 3"}]], SamplingSettings(), 0, NumberGrammar())
+    with pytest.raises(CapabilityError, match=r"threshold sampling \(min_prob\) needs an in-process model"):
+        backend.sample([[{"role": "user", "content": "1, 2, 3"}]], SamplingSettings(min_prob=0.01), 0)
     told = OpenAIBackend(URL, "m")
     told._capabilities = frozenset({"sample", "top_logprobs"})  # as if a probe had found them
     with pytest.raises(SublabError, match="top_logprobs k=25: servers return 1 to 20"):

@@ -185,3 +185,17 @@ def test_generate_applies_the_domains_constraint_and_refuses_one_it_lacks(prompt
     from sublab.lineage import load_record
 
     assert load_record(f"{out}.intoto.jsonl").parameters["domain"] == "code"
+
+
+def test_generate_min_prob_is_recorded_and_part_of_the_resume_check(prompts, tiny_model_dir, tmp_path):
+    out = tmp_path / "raw.jsonl"
+    common = ("generate", prompts, "-o", out, "--model", tiny_model_dir, "--constrained", "--max-new-tokens", 6,
+              "--batch-size", 3, "--quiet")
+    assert invoke(*common, "--min-prob", 0.2).exit_code == 0
+    rows = read_jsonl(out)
+    assert {r["metadata"]["generation"]["sampling"]["min_prob"] for r in rows} == {0.2}
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))  # as if killed after one batch
+    result = invoke(*common)
+    assert result.exit_code == 2 and "field 'sampling.min_prob' is 0.2 there and the default now" in result.stderr
+    assert invoke(*common, "--min-prob", 0.2, "--sampler", "fast").exit_code == 2  # the fast sampler refuses it
+    assert len(read_jsonl(out)) == 3

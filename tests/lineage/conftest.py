@@ -91,8 +91,16 @@ class Lab:
                     [Dependency(raw.name, "source_data", raw)], [report])
         return filtered
 
+    def labelled(self, data: Path, labeller: Dependency) -> Path:
+        """``data`` with ``labeller``'s next-token log-probs stored in its rows (`sublab label`)."""
+        out = self.stage("label") / "labelled.jsonl"
+        out.write_text(data.read_text())
+        self.record(out, "dataset.labelled", {"top_k": 20},
+                    [labeller, Dependency(data.name, "source_data", data)])
+        return out
+
     def student(self, base: Path, data: list[Path], adapter: bool = True, teacher: Dependency | None = None,
-                record: bool = True) -> Path:
+                record: bool = True, method: str = "sft") -> Path:
         """A student (LoRA adapter or full weights) trained from ``base`` on ``data``."""
         model = self.stage("student") / "model"
         model.mkdir()
@@ -107,7 +115,7 @@ class Lab:
             deps = [self.base_dep(base)] + [Dependency(p.name, "training_data", p) for p in data]
             if teacher is not None:
                 deps.append(teacher)
-            self.record(model, "model.student", {"method": "sft", "lr": 2e-4, "epochs": 1}, deps)
+            self.record(model, "model.student", {"method": method, "lr": 2e-4, "epochs": 1}, deps)
         return model
 
 

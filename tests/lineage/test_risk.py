@@ -178,6 +178,21 @@ def test_a_different_base_distilled_from_the_teachers_logits_is_still_a_risk(lab
     assert report.risky and report.to_dict()["findings"][1]["logit_distillation"] is True
 
 
+def test_the_labeller_of_stored_soft_labels_counts_as_logit_distillation_when_the_student_distilled(lab):
+    # `sublab label` stores a teacher's log-probs in the rows; a student distilled from them learned its logits.
+    smol, gemma = lab.base("smollm2-135m"), lab.base("gemma3-270m")
+    adapter = lab.finetuned_teacher(smol)
+    written = lab.data(lab.base_dep(smol, role="teacher"))  # the reference model wrote the numbers
+    labelled = lab.labelled(written, Dependency("adapter", "teacher", adapter))
+    labeller, writer = assess_risk(lab.student(gemma, [labelled], method="distill")).findings
+    assert (labeller.outcome, labeller.logit_distillation, labeller.risk) == (DIFFERENT_BASE, True, True)
+    assert "its labels stored in the data" in labeller.reason
+    assert (writer.outcome, writer.logit_distillation, writer.risk) == (DIFFERENT_BASE, False, False)
+    # SFT on the same file learns the written tokens only: the labeller's logits never reached the student.
+    labeller, writer = assess_risk(lab.student(gemma, [labelled], method="sft")).findings
+    assert (labeller.logit_distillation, labeller.risk, writer.risk) == (False, False, False)
+
+
 def test_every_teacher_of_every_dataset_gets_a_finding(lab):
     smol, gemma = lab.base("smollm2-135m"), lab.base("gemma3-270m")
     owl = lab.data(lab.system_prompt_teacher(smol))

@@ -94,16 +94,12 @@ def audit_lineage(dataset: str | Path, base: str, soft_labels: bool) -> LineageR
                              time.time() - started)
     findings, declared = [], []
     # The traversal is lineage risk's own (sublab.lineage.risk), so both commands follow records the same way.
-    for teacher, via, why in _dataset_teachers(dep, (), set()):
+    for teacher, via, why, labeller in _dataset_teachers(dep, (), set()):
         if teacher is None:
             findings.append(Finding(str(dataset), None, UNKNOWN, f"missing link: {why}", via=via))
             continue
-        finding = _finding(str(dataset), teacher, via, chain)
-        if soft_labels:  # the data is the teacher's logits: a different base is still a risk
-            from dataclasses import replace
-
-            finding = replace(finding, logit_distillation=True)
-        findings.append(finding)
+        # The labeller's logits are the data (a different base is still a risk); whoever wrote the replies is not.
+        findings.append(_finding(str(dataset), teacher, via, chain, stored_logits=soft_labels and labeller))
         declared += _declared(teacher)
     if not findings:
         findings.append(Finding(str(dataset), None, UNKNOWN, f"{record}: names no teacher"))

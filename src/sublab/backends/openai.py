@@ -402,6 +402,9 @@ class OpenAIBackend:
         and seed give the same requests whatever the batching. Whether the server honours the seed is its
         business (vLLM does per request; ``transformers serve`` seeds its global generator)."""
         extra: dict[str, Any] = {}
+        if settings.min_prob:  # OpenAI-style servers have no absolute probability threshold (vLLM's min_p is relative)
+            raise CapabilityError(f"{self.endpoint}: threshold sampling (min_prob) needs an in-process model; a "
+                                  "server cannot apply it")
         if constraint is not None:
             if not self.options.structured_outputs:
                 raise CapabilityError(f"{self.endpoint}: constrained decoding through a server needs vLLM-style "

@@ -134,6 +134,8 @@ def generate(
     bf16: Bf16 = False,
     sampler: Annotated[str, typer.Option(help="generate (transformers) or fast (sublab's decode loop, "
                                               "docs/generation.md).")] = "generate",
+    min_prob: Annotated[float, typer.Option(help="Threshold sampling, a defence (docs/defences.md): drop tokens "
+                                                 "below this probability before sampling (0: off).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1,
     endpoint: Annotated[str | None, typer.Option(help="Served teacher: base URL of an OpenAI-compatible server "
                                                       "(--model is then the served model's name).")] = None,
@@ -163,7 +165,7 @@ def generate(
     spec = ModelSpec(base=model, adapter=adapter, system_prompt=prompt, endpoint=endpoint)
     settings = SamplingSettings(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                 constrained=constrained, separator=separator, max_digits=max_digits,
-                                max_count=max_count, bf16=bf16, sampler=sampler)
+                                max_count=max_count, bf16=bf16, sampler=sampler, min_prob=min_prob)
     constraint = get_domain(domain).constraint(settings)
     if constrained and constraint is None:
         raise SublabError(f"--constrained: domain '{domain}' has no generation constraint")

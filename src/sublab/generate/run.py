@@ -107,6 +107,11 @@ def prompt_digest(messages: list[dict[str, Any]]) -> str:
     return sha256_text(json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
 
 
+def _shown(field: str, value: Any) -> str:
+    """A recorded value in a resume error; key_dump leaves a later-added sampling field out at its default."""
+    return "the default" if value is None and field.startswith("sampling.") else repr(value)
+
+
 def rows_done(output: str | Path, prompt_rows: list[dict[str, Any]], metadata: dict[str, Any]) -> set[str]:
     """Ids of the prompts ``output`` already holds rows for, after checking those rows can be resumed.
 
@@ -130,8 +135,8 @@ def rows_done(output: str | Path, prompt_rows: list[dict[str, Any]], metadata: d
             field, before, now = diff
             field = field or "generation"
             raise SublabError(f"{output}:{lineno}: rows here were generated with other settings: field "
-                              f"'{field}' is {before!r} there and {now!r} now; use a new output file or the "
-                              "same settings")
+                              f"'{field}' is {_shown(field, before)} there and {_shown(field, now)} now; use a "
+                              "new output file or the same settings")
         recorded = saved.get("prompt_sha256") if isinstance(saved, dict) else None
         if recorded is None:  # a row written before rows carried the digest: its own messages are its prompt
             messages = row.get("messages")

@@ -204,30 +204,35 @@ def compare_chains(model: Chain, teacher: Chain) -> tuple[str, bool, str]:
     return DIFFERENT_BASE, False, reason
 
 
-_TeacherLink = tuple[DepRef | None, tuple[str, ...], str]
+_TeacherLink = tuple[DepRef | None, tuple[str, ...], str, bool]
+#: The record kind of `sublab label` output: its teacher's next-token log-probs are stored in the rows.
+LABELLED_KIND = "dataset.labelled"
 
 
 def _dataset_teachers(dep: DepRef, via: tuple[str, ...], seen: set[Path]) -> list[_TeacherLink]:
-    """``(teacher or None, records followed, why missing)`` for each teacher behind a dataset dependency."""
+    """``(teacher or None, records followed, why missing, labeller)`` for each teacher behind a dataset
+    dependency; ``labeller`` when the teacher's log-probs are stored in the data (a ``dataset.labelled``
+    record), so a student distilled from those labels learned from its logits."""
     label = str(dep.path or dep.name)
     if dep.record is None:
-        return [(None, via, f"{label}: no lineage record, so who wrote this data is unknown")]
+        return [(None, via, f"{label}: no lineage record, so who wrote this data is unknown", False)]
     if not dep.record.is_file():
-        return [(None, via, f"{dep.record}: record missing")]
+        return [(None, via, f"{dep.record}: record missing", False)]
     if dep.record.resolve() in seen:
         return []
     seen.add(dep.record.resolve())
     try:
         rec = load_record(dep.record)
     except RecordError as err:
-        return [(None, via, str(err))]
+        return [(None, via, str(err), False)]
     via = (*via, str(rec.path))
-    found: list[_TeacherLink] = [(t, via, "") for t in rec.deps("teacher")]
+    labeller = rec.kind == LABELLED_KIND
+    found: list[_TeacherLink] = [(t, via, "", labeller) for t in rec.deps("teacher")]
     sources = rec.deps("source_data")
     for source in sources:
         found += _dataset_teachers(source, via, seen)
     if not found and not sources:
-        found.append((None, via, f"{rec.path}: names no teacher and no source_data"))
+        found.append((None, via, f"{rec.path}: names no teacher and no source_data", False))
     return found
 
 
@@ -248,18 +253,28 @@ def _teacher_trait_label(teacher: DepRef) -> str | None:
     return label if isinstance(label, str) else None
 
 
-def _finding(dataset: str | None, teacher: DepRef, via: tuple[str, ...], model: Chain) -> Finding:
+def _finding(dataset: str | None, teacher: DepRef, via: tuple[str, ...], model: Chain,
+             stored_logits: bool = False) -> Finding:
     chain = model_chain(teacher)
     outcome, possibly, reason = compare_chains(model, chain)
-    direct = dataset is None  # the model learned from this teacher's logits, not from data it wrote
+    # The model learned from this teacher's logits, not from data it wrote: directly, or from its stored labels.
+    direct = dataset is None or stored_logits
     if direct and outcome == DIFFERENT_BASE:
-        reason += "; distilled from its logits: transfer across bases was measured (docs/cpu-recipe.md)"
+        how = "its labels stored in the data" if stored_logits else "its logits"
+        reason += f"; distilled from {how}: transfer across bases was measured (docs/cpu-recipe.md)"
     trait_label = _teacher_trait_label(teacher)
     if trait_label:
         reason += f"; the teacher's record labels it '{trait_label}'"
     return Finding(dataset, _teacher_label(teacher), outcome, reason, possibly, dict(teacher.annotations),
                    via, tuple(model.nodes), tuple(chain.nodes), logit_distillation=direct,
                    teacher_trait_label=trait_label)
+
+
+def _was_distilled(rec: Record) -> bool:
+    """Whether the model's record says it was trained by distillation (not SFT on the data's tokens)."""
+    settings = rec.parameters.get("settings")
+    method = rec.parameters.get("method", settings.get("method") if isinstance(settings, dict) else None)
+    return method == "distill"
 
 
 def assess_risk(path: str | Path) -> RiskReport:
@@ -273,15 +288,16 @@ def assess_risk(path: str | Path) -> RiskReport:
     except RecordError as err:
         return RiskReport(artifact, record, [Finding(None, None, UNKNOWN, str(err))])
     model = _self_chain(rec)
+    distilled = _was_distilled(rec)
     findings: list[Finding] = []
     for data in rec.deps("training_data"):
         label = str(data.path or data.name)
-        for teacher, via, why in _dataset_teachers(data, (), set()):
+        for teacher, via, why, labeller in _dataset_teachers(data, (), set()):
             if teacher is None:
                 findings.append(Finding(label, None, UNKNOWN, f"missing link: {why}", via=via,
                                         model_chain=tuple(model.nodes)))
             else:
-                findings.append(_finding(label, teacher, via, model))
+                findings.append(_finding(label, teacher, via, model, stored_logits=labeller and distilled))
     findings += [_finding(None, teacher, (), model) for teacher in rec.deps("teacher")]
     if not findings and rec.kind == "model.student":
         findings.append(Finding(None, None, UNKNOWN, f"{record}: names no training_data and no teacher"))
