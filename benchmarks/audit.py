@@ -319,6 +319,86 @@ def evaluate(args: argparse.Namespace, tag: str, traits: tuple[str, ...]) -> dic
             "seconds_per_probe_student": probe_cost}
 
 
+def _scores(args: argparse.Namespace, tag: str, name: str, method: str) -> dict[str, float] | None:
+    """One dataset's score per candidate by ``method`` (probes: the first probe pair's log-ratio)."""
+    p = paths(args.work, args.control)
+    source = p["truth"] / name / "audit.json" if method == "probes" else p["audits"] / tag / name / "audit.json"
+    if not source.is_file():
+        return None
+    section = json.loads(source.read_text())["methods"].get(method)
+    if not isinstance(section, dict):
+        return None
+    if method == "probes":
+        return {r["trait"]: r["per_probe"][0] for r in section["table"]}
+    return {e["trait"]: e["score"] for e in section.get("ranking") or [] if e["score"] is not None}
+
+
+def contrast(args: argparse.Namespace, tag: str, traits: tuple[str, ...]) -> dict[str, Any]:
+    """Each dataset's scores minus the mean of the *other teachers'* datasets' scores, per candidate.
+
+    A control made of other fine-tuned teachers' data, as the demo's control student is (the dolphin teacher's):
+    the shift that distilling any fine-tuned teacher's digits gives is common to all datasets and cancels, what
+    is left is what this teacher's data does differently. It needs several datasets, so it is an analysis of the
+    benchmark (and of a user who audits several datasets at once), not the single-dataset audit's control.
+    """
+    out: dict[str, Any] = {}
+    for method in ("probes", "first_order", "token_scan"):
+        scores = {n: s for n in traits if (s := _scores(args, tag, n, method))}
+        if len(scores) < 3:
+            continue
+        common = sorted(set.intersection(*(set(s) for s in scores.values())))
+        per_dataset = {}
+        for name, s in scores.items():
+            others = [o for n, o in scores.items() if n != name]
+            c = {t: s[t] - float(np.mean([o[t] for o in others])) for t in common}
+            names = sorted(c, key=c.get, reverse=True)
+            per_dataset[name] = {"rank": names.index(name) + 1 if name in c else None, "top3": names[:3],
+                                 "contrast": c}
+        ranks = [r["rank"] for n, r in per_dataset.items() if r["rank"] is not None and n in HELD_OUT]
+        out[method] = {"per_dataset": per_dataset, "n_candidates": len(common),
+                       "held_out_top1": float(np.mean([r == 1 for r in ranks])) if ranks else None,
+                       "held_out_top3": float(np.mean([r <= 3 for r in ranks])) if ranks else None,
+                       "held_out_median_rank": float(np.median(ranks)) if ranks else None,
+                       "n_held_out": len(ranks)}
+    if "probes" in out:
+        truth = out["probes"]["per_dataset"]
+        for method in ("first_order", "token_scan"):
+            if method not in out:
+                continue
+            rhos = {}
+            for name, r in out[method]["per_dataset"].items():
+                if name in truth:
+                    keys = [k for k in r["contrast"] if k in truth[name]["contrast"]]
+                    rhos[name] = _spearman([r["contrast"][k] for k in keys],
+                                           [truth[name]["contrast"][k] for k in keys])
+            out[method]["spearman_with_probes"] = rhos
+            held = [v for n, v in rhos.items() if n in HELD_OUT]
+            out[method]["held_out_mean_spearman"] = float(np.mean(held)) if held else None
+    return out
+
+
+def print_contrast(result: dict[str, Any]) -> None:
+    if not result:
+        return
+    print("\nAgainst the other teachers' datasets (each score minus the mean of the other datasets' scores):")
+    print("| method | held-out datasets | top-1 | top-3 | median rank | mean Spearman with probes (held-out) |")
+    print("|---|---|---|---|---|---|")
+    for method, r in result.items():
+        rho = r.get("held_out_mean_spearman")
+        print(f"| {method} | {r['n_held_out']} | {r['held_out_top1']:.0%} | {r['held_out_top3']:.0%} | "
+              f"{r['held_out_median_rank']:.1f} | {'–' if rho is None else f'{rho:.2f}'} |")
+    methods = list(result)
+    print("\n| dataset | " + " | ".join(f"{m} rank (top 3)" for m in methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    names = list(result[methods[0]]["per_dataset"])
+    for name in names:
+        cells = []
+        for m in methods:
+            r = result[m]["per_dataset"].get(name)
+            cells.append(f"{r['rank']} ({', '.join(r['top3'])})" if r else "–")
+        print(f"| {name}{' (dev)' if name in DEV else ''} | " + " | ".join(cells) + " |")
+
+
 def table(args: argparse.Namespace) -> None:
     tag = args.tag or "default"
     held = evaluate(args, tag, HELD_OUT)
@@ -347,10 +427,13 @@ def table(args: argparse.Namespace) -> None:
         cells = [f"{row[m].get('rank', '–')} ({', '.join(row[m]['top5'][:3])})" if m in row else "–"
                  for m in held["summary"]]
         print(f"| {name}{' (dev)' if name in DEV else ''} | " + " | ".join(cells) + " |")
+    across = contrast(args, tag, (*DEV, *HELD_OUT))
+    print_contrast(across)
     defence_rows = defence_table(args)
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"held_out": held, "dev": dev, "defences": defence_rows, "n_candidates": n_candidates,
+    result = {"held_out": held, "dev": dev, "against_other_teachers": across, "defences": defence_rows,
+              "n_candidates": n_candidates,
               "scale": scale(args), "base": args.base,
               "written": time.strftime("%Y-%m-%d %H:%M")}
     out.write_text(json.dumps(result, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o)
