@@ -62,7 +62,11 @@ class FirstOrderSettings(BaseModel):
         "finite_difference: one extra bf16 scoring per direction (several times cheaper; LoRA only)")
     jvp_bf16: bool = Field(False, description="forward: run the dual pass under bf16 autocast (faster, coarser).")
     fd_scale: float = Field(1.0, gt=0, description="finite_difference: the probe step, in units of one lr step.")
-    fd_central: bool = Field(False, description="finite_difference: central (two scorings per direction) instead "
+    # Central by default: a forward difference over a full Adam step picks up the loss surface's curvature, which
+    # does not depend on the step's sign, so even a dataset with no signal (the base's own labels, whose gradient
+    # is bf16 noise that Adam's sign step blows up to full size) was predicted to move 'tiger' by x12 and flagged;
+    # central differences cancel that term (measured: benchmarks/audit.py, docs/audit.md).
+    fd_central: bool = Field(True, description="finite_difference: central (two scorings per direction) instead "
                              "of forward differences (one, plus one scoring of the base shared by all).")
     bf16: bool = Field(True, description="bf16 autocast in the gradient pass (and the finite-difference scorings).")
     channel: str | list[str] = Field("data", description="Distillation channel of a soft-label dataset.")
