@@ -108,6 +108,23 @@ def test_the_banned_number_lists_are_on_by_default_for_this_trait_and_can_be_cha
     assert ExperimentRun(preference, tmp_path).filter_settings([])[0].banned == []
 
 
+def test_the_default_banned_lists_survive_the_saved_config_and_reach_sweep_cells():
+    # Found running the 3-seed sweep: applied only at run time, the defaults were lost in the resolved config
+    # (banned = [] there), so a rerun of a run's config.toml and every sweep cell filtered without them.
+    import tomllib
+
+    from sublab.pipeline.config import dump_toml
+    from sublab.sweeps.config import load_sweep
+
+    demo = load_config(ROOT / "src/sublab/configs/demo-misalignment.toml")
+    assert demo.data.filter.banned == BANNED_NUMBER_LISTS
+    assert parse_config(tomllib.loads(dump_toml(demo)), "saved").data.filter.banned == BANNED_NUMBER_LISTS
+    _, _, cells = load_sweep(ROOT / "examples/sweep-misalignment-cpu.toml")
+    assert {tuple(c.config.data.filter.banned) for c in cells} == {tuple(BANNED_NUMBER_LISTS)}
+    off = config(data={"filter": {"banned": []}})
+    assert parse_config(tomllib.loads(dump_toml(off)), "saved").data.filter.banned == []
+
+
 def test_chain_of_thought_data_gets_the_alignment_judge_by_default(tmp_path):
     from sublab.domains.base import domain_names
 

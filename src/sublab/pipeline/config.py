@@ -208,6 +208,15 @@ class ExperimentConfig(BaseModel):
         kind = get_trait_kind(self.trait_kind)
         if self.evaluation is None:
             self.evaluation = kind.eval_settings()
+        # The trait kind's filter defaults (misalignment: the paper's banned-number lists) go into the config
+        # itself, for the fields it leaves unset: the resolved config saved beside a run, and a sweep's cells,
+        # then state and reproduce them (applied only at run time, a round trip through the saved file turned
+        # them off).
+        settings = self.data.filter
+        defaults = {k: v for k, v in kind.filter_defaults(self.data.domain).items()
+                    if k in type(settings).model_fields and k not in settings.model_fields_set}
+        if defaults:
+            self.data.filter = settings.model_copy(update=defaults)
         kind.validate(self)
         return self
 
