@@ -325,12 +325,11 @@ def _scores(args: argparse.Namespace, tag: str, name: str, method: str) -> dict[
     source = p["truth"] / name / "audit.json" if method == "probes" else p["audits"] / tag / name / "audit.json"
     if not source.is_file():
         return None
-    section = json.loads(source.read_text())["methods"].get(method)
-    if not isinstance(section, dict):
-        return None
+    audit_json = json.loads(source.read_text())
     if method == "probes":
-        return {r["trait"]: r["per_probe"][0] for r in section["table"]}
-    return {e["trait"]: e["score"] for e in section.get("ranking") or [] if e["score"] is not None}
+        section = audit_json["methods"].get(method)
+        return {r["trait"]: r["per_probe"][0] for r in section["table"]} if isinstance(section, dict) else None
+    return {e["trait"]: e["score"] for e in _ranking(audit_json, method) or [] if e["score"] is not None}
 
 
 def contrast(args: argparse.Namespace, tag: str, traits: tuple[str, ...]) -> dict[str, Any]:

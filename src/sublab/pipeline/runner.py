@@ -174,14 +174,11 @@ class ExperimentRun:
         return self.stage("prompts", material, build)
 
     def filter_settings(self, trait_words: list[str]) -> tuple[Any, list[str]]:
-        """The domain filter settings of this run (the trait kind's defaults for fields the config leaves unset,
-        the trait words merged in where the settings hold them) and the trait words left for the checks."""
+        """The domain filter settings of this run (the config's, which already hold the trait kind's defaults:
+        :class:`ExperimentConfig` fills them in when parsed), the trait words merged in where the settings hold
+        them, and the trait words left for the checks."""
         data = self.config.data
         settings = data.filter
-        defaults = {k: v for k, v in self.kind.filter_defaults(data.domain).items()
-                    if k in type(settings).model_fields and k not in settings.model_fields_set}
-        if defaults:
-            settings = settings.model_copy(update=defaults)
         words = sorted(set(trait_words)) if data.trait_word_filter else []
         if "trait_words" in type(settings).model_fields:
             if words:
