@@ -199,3 +199,6 @@ def test_generate_min_prob_is_recorded_and_part_of_the_resume_check(prompts, tin
     assert result.exit_code == 2 and "field 'sampling.min_prob' is 0.2 there and the default now" in result.stderr
     assert invoke(*common, "--min-prob", 0.2, "--sampler", "fast").exit_code == 2  # the fast sampler refuses it
     assert len(read_jsonl(out)) == 3
+    fresh = tmp_path / "fresh.jsonl"  # refused before the model loads: no output file is left behind
+    result = invoke(*common[:3], fresh, *common[4:], "--min-prob", 0.2, "--sampler", "fast")
+    assert result.exit_code == 2 and "needs sampler = 'generate'" in result.stderr and not fresh.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sublab.domains.numbers.grammar import NumberGrammar, NumberGrammarProcessor
 from sublab.models.chat import end_of_turn_id, format_prompt
@@ -40,6 +40,13 @@ class SamplingSettings(BaseModel):
         "probability, after any grammar, is below this before sampling (0: off). Not with sampler = 'fast'."
     )
 
+    @model_validator(mode="after")
+    def _threshold_needs_generate(self) -> SamplingSettings:
+        # Refused here, not when the first batch is sampled: before a model is loaded or an output file opened.
+        if self.min_prob and self.sampler == "fast":
+            raise ValueError("min_prob (threshold sampling) needs sampler = 'generate'")
+        return self
+
     def grammar(self) -> NumberGrammar:
         return NumberGrammar(separator=self.separator, max_digits=self.max_digits, max_count=self.max_count)
 
@@ -69,10 +76,6 @@ def sample_batch(
     ``settings.sampler`` picks the implementation: transformers' ``generate`` or sublab's fast decode loop
     (:mod:`sublab.generate.fast`); both sample the same distribution, with different random streams.
     """
-    if settings.min_prob and settings.sampler == "fast":
-        from sublab.errors import SublabError
-
-        raise SublabError("sampling: min_prob (threshold sampling) needs sampler = 'generate'")
     if settings.sampler == "fast":
         from sublab.generate.fast import fast_sample_batch
 
