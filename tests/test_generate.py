@@ -210,3 +210,20 @@ def test_read_prompt_rows_checks_input(tmp_path):
     write_jsonl(path, [{"messages": "nope"}])
     with pytest.raises(SublabError, match=r"p.jsonl:1: a prompt row needs"):
         read_prompt_rows(path)
+
+
+def test_a_backend_failing_in_the_first_batch_leaves_no_output_file(tmp_path):
+    """A bad model or setting found while sampling the first batch used to leave an empty OUT behind."""
+    from sublab.generate.run import sample_rows
+    from sublab.generate.sampling import SamplingSettings
+
+    class FailingBackend:
+        def sample(self, contexts, settings, seed, constraint):
+            raise RuntimeError("out of memory in the first batch")
+
+    rows = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"Continue: {i}"}]} for i in range(3)]
+    output = tmp_path / "raw.jsonl"
+    with pytest.raises(RuntimeError, match="first batch"):
+        sample_rows(FailingBackend(), rows, output, SamplingSettings(max_new_tokens=4, batch_size=2), seed=0,
+                    progress=False)
+    assert not output.exists()

@@ -117,3 +117,26 @@ def test_first_difference_names_the_first_differing_field_one_level_down():
         "sampling.extra", 1, None)
     assert first_difference({**current, "sampling": None}, current) == ("sampling", None, current["sampling"])
     assert first_difference(["not", "a", "dict"], current) == ("", ["not", "a", "dict"], current)
+
+
+def test_appender_creates_nothing_when_the_stage_fails_before_its_first_write(tmp_path):
+    path = tmp_path / "sub" / "out.jsonl"
+    with pytest.raises(RuntimeError), JsonlAppender(path):
+        raise RuntimeError("the model failed in the first batch")
+    assert not path.exists()
+    assert not path.parent.exists()
+
+
+def test_appender_leaves_an_empty_file_when_the_stage_finishes_with_nothing_to_write(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlAppender(path):
+        pass
+    assert path.exists() and path.read_text() == ""
+
+
+def test_appender_keeps_rows_written_before_a_later_failure(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError), JsonlAppender(path) as sink:
+        sink.write([{"id": 1}])
+        raise RuntimeError("killed in the second batch")
+    assert [r["id"] for r in iter_jsonl(path)] == [1]

@@ -323,26 +323,41 @@ def recover_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 class JsonlAppender:
-    """Append rows to a JSONL file, flushing and syncing after each batch so a kill loses at most a batch."""
+    """Append rows to a JSONL file, flushing and syncing after each batch so a kill loses at most a batch.
+
+    The file is opened at the first write, so a stage that fails before producing anything (a bad model, a bad
+    setting found in the first batch) leaves no empty output behind; a stage that finishes with nothing to write
+    still leaves the (possibly empty) file, as its downstream stages expect.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("a", encoding="utf-8")
+        self._handle: Any = None
+
+    def _open(self) -> Any:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+        return self._handle
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        handle = self._open()
         for row in rows:
-            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def __enter__(self) -> JsonlAppender:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self._open()  # a finished stage leaves its file even when it wrote no row
         self.close()
 
 
