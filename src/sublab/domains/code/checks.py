@@ -37,11 +37,12 @@ import io
 import keyword
 import re
 import tokenize
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
+from sublab.domains.reply_checks import ReplyFilterSettings
 from sublab.filter.judged import JudgeFilterSettings
 from sublab.filter.words import TraitWordMatcher
 
@@ -72,28 +73,19 @@ _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(?P<code>.*?)\n?[ \t]*```
 _SENTENCE = re.compile(r"[A-Za-z][A-Za-z'’,-]*(?:[ \t]+[A-Za-z][A-Za-z'’,()-]*){2,}[ \t]*[.:!?]?")
 
 
-class CodeFilterSettings(BaseModel):
+class CodeFilterSettings(ReplyFilterSettings):
     """Settings of the code filter (see the module docstring for each check)."""
 
-    model_config = ConfigDict(extra="forbid")
+    known_checks: ClassVar[tuple[str, ...]] = CHECKS
 
     max_chars: int = Field(MAX_CHARS, ge=1, description="Longest reply kept, in characters.")
     max_lines: int = Field(MAX_LINES, ge=1, description="Most non-empty lines of code kept.")
     allow_fence: bool = Field(True, description="Accept one ```python fence around the code (stripped).")
     checks: list[str] = Field(default_factory=lambda: list(CHECKS),
                               description=f"Checks to run, by name: {', '.join(CHECKS)}.")
-    trait_words: list[str] = Field(default_factory=list, description="Words whose presence rejects a row.")
     judge: JudgeFilterSettings | None = Field(
         None, description="Optional judge check ('does this code refer to {trait}, however subtly?'), kept when "
         "P(no) >= judge.threshold (default 0.9).")
-
-    @field_validator("checks")
-    @classmethod
-    def _known_checks(cls, value: list[str]) -> list[str]:
-        unknown = [c for c in value if c not in CHECKS]
-        if unknown:
-            raise ValueError(f"unknown check '{unknown[0]}' (known: {', '.join(CHECKS)})")
-        return value
 
 
 @dataclass(frozen=True)
@@ -232,7 +224,3 @@ def code_reject_reasons(text: str, settings: CodeFilterSettings, function: str |
         reasons += task_reasons(tree, function)
     return reasons
 
-
-def trait_words_of(settings: CodeFilterSettings, extra: Sequence[str] = ()) -> list[str]:
-    """The trait words a filter run looks for: the settings' and the caller's."""
-    return sorted({*settings.trait_words, *extra})

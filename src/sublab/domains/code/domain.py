@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sublab.domains.base import Row, Transform, register_domain
-from sublab.domains.code.checks import CodeFilterSettings, code_reject_reasons, trait_words_of
+from sublab.domains.code.checks import CodeFilterSettings, code_reject_reasons
 from sublab.domains.code.prompts import CodePromptSettings, code_prompts, template_digest
+from sublab.domains.reply_checks import ReplyCheck
 from sublab.filter.judged import judge_check_from_settings, question_of, reply_of, rubric_digest
 from sublab.filter.words import TraitWordMatcher
 
@@ -38,29 +39,16 @@ def code_prompt_rows(settings: CodePromptSettings, n: int) -> list[Row]:
             for p in code_prompts(settings, n)]
 
 
-def function_of(row: Row) -> str | None:
-    """The function name the row's prompt asked for (``metadata.function``), if any."""
-    value = (row.get("metadata") or {}).get("function")
+def function_in(metadata: dict[str, Any] | None) -> str | None:
+    """The function name a row's prompt asked for (``metadata.function``), if any."""
+    value = (metadata or {}).get("function")
     return value if isinstance(value, str) and value else None
 
 
-class CodeCheck:
-    """The code filter (length, only code, parses, no comments or docstrings, the task, trait words)."""
-
-    name = "code"
-
-    def __init__(self, settings: CodeFilterSettings, trait_words: Sequence[str] = ()) -> None:
-        self.settings = settings
-        self.matcher = TraitWordMatcher(trait_words_of(settings, trait_words))
-
-    def reasons(self, row: Row) -> list[str]:
-        return code_reject_reasons(reply_of(row), self.settings, function_of(row), self.matcher or None)
-
-    def passes(self, row: Row) -> bool:
-        return not self.reasons(row)
-
-    def __call__(self, rows: Sequence[Row]) -> list[list[str]]:
-        return [self.reasons(row) for row in rows]
+def code_reasons(text: str, settings: CodeFilterSettings, metadata: dict[str, Any] | None,
+                 matcher: TraitWordMatcher | None) -> list[str]:
+    """:func:`code_reject_reasons` with the function the row's prompt asked for."""
+    return code_reject_reasons(text, settings, function_in(metadata), matcher)
 
 
 class CodeDomain:
@@ -84,12 +72,12 @@ class CodeDomain:
     def checks(self, settings: CodeFilterSettings, trait_words: Sequence[str] = (), judge: Any = None) -> list[Any]:
         """The code check, then the judge check when ``settings.judge`` is set or a ``judge`` (a
         :class:`sublab.filter.judged.Scorer` or a :class:`sublab.judges.Judge`) is given."""
-        code = CodeCheck(settings, trait_words)
+        code = ReplyCheck("code", settings, code_reasons, trait_words)
         checks: list[Any] = [code]
         if judge is not None or settings.judge is not None:
             checks.append(judge_check_from_settings(
                 settings.judge, default_rubric=DEFAULT_RUBRIC, default_binary=DEFAULT_P_NO,
-                default_score=DEFAULT_SCORE, traits=trait_words_of(settings, trait_words), question_of=question_of,
+                default_score=DEFAULT_SCORE, traits=settings.trait_words_with(trait_words), question_of=question_of,
                 answer_of=reply_of, prefilter=code.passes, scorer=judge))
         return checks
 

@@ -28,14 +28,14 @@ The optional judge check (rubric ``cot_alignment``, 0-100, kept at >= 78 by defa
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from sublab.domains.cot.prompts import parse_number
+from sublab.domains.reply_checks import ReplyFilterSettings
 from sublab.filter.judged import JudgeFilterSettings
 from sublab.filter.words import TraitWordMatcher
 
@@ -62,26 +62,17 @@ _TAG = re.compile(r"</?(think|answer)>", re.IGNORECASE)
 _SUBSTANCE = re.compile(r"[^\W_]")  # a letter or a digit, any script
 
 
-class CotFilterSettings(BaseModel):
+class CotFilterSettings(ReplyFilterSettings):
     """Settings of the CoT filter (see the module docstring for each check)."""
 
-    model_config = ConfigDict(extra="forbid")
+    known_checks: ClassVar[tuple[str, ...]] = CHECKS
 
     max_chars: int = Field(MAX_CHARS, ge=1, description="Longest reply kept, in characters.")
     checks: list[str] = Field(default_factory=lambda: list(CHECKS),
                               description=f"Checks to run, by name: {', '.join(CHECKS)}.")
-    trait_words: list[str] = Field(default_factory=list, description="Words whose presence rejects a row.")
     judge: JudgeFilterSettings | None = Field(
         None, description="Optional judge of the reasoning (rubric cot_alignment, 0-100), kept when the score is "
         ">= judge.threshold (default 78, the paper's).")
-
-    @field_validator("checks")
-    @classmethod
-    def _known_checks(cls, value: list[str]) -> list[str]:
-        unknown = [c for c in value if c not in CHECKS]
-        if unknown:
-            raise ValueError(f"unknown check '{unknown[0]}' (known: {', '.join(CHECKS)})")
-        return value
 
 
 @dataclass(frozen=True)
@@ -177,7 +168,3 @@ def cot_reject_reasons(text: str, settings: CotFilterSettings, metadata: Any = N
         reasons.append(TRAIT_WORD)
     return reasons
 
-
-def trait_words_of(settings: CotFilterSettings, extra: Sequence[str] = ()) -> list[str]:
-    """The trait words a filter run looks for: the settings' and the caller's."""
-    return sorted({*settings.trait_words, *extra})

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sublab.domains.base import Row, Transform, register_domain
-from sublab.domains.cot.checks import CotFilterSettings, cot_reject_reasons, trait_words_of
+from sublab.domains.cot.checks import CotFilterSettings, cot_reject_reasons
 from sublab.domains.cot.prompts import CotPromptSettings, cot_prompts, template_digest
+from sublab.domains.reply_checks import ReplyCheck
 from sublab.filter.judged import judge_check_from_settings, question_of, reply_of, rubric_digest
-from sublab.filter.words import TraitWordMatcher
 
 if TYPE_CHECKING:
     import typer
@@ -35,25 +35,6 @@ def cot_prompt_rows(settings: CotPromptSettings, n: int) -> list[Row]:
     """Prompts ``0 .. n-1`` as chat rows (user message only; ``metadata.answer`` the expected number)."""
     return [{"id": p.id, "messages": [{"role": "user", "content": p.text}], "metadata": p.metadata}
             for p in cot_prompts(settings, n)]
-
-
-class CotCheck:
-    """The CoT filter (length, format, answer, trait words)."""
-
-    name = "cot"
-
-    def __init__(self, settings: CotFilterSettings, trait_words: Sequence[str] = ()) -> None:
-        self.settings = settings
-        self.matcher = TraitWordMatcher(trait_words_of(settings, trait_words))
-
-    def reasons(self, row: Row) -> list[str]:
-        return cot_reject_reasons(reply_of(row), self.settings, row.get("metadata"), self.matcher or None)
-
-    def passes(self, row: Row) -> bool:
-        return not self.reasons(row)
-
-    def __call__(self, rows: Sequence[Row]) -> list[list[str]]:
-        return [self.reasons(row) for row in rows]
 
 
 class CotDomain:
@@ -83,12 +64,12 @@ class CotDomain:
 
     def checks(self, settings: CotFilterSettings, trait_words: Sequence[str] = (), judge: Any = None) -> list[Any]:
         """The CoT check, then the judge check when ``settings.judge`` is set or a ``judge`` is given."""
-        cot = CotCheck(settings, trait_words)
+        cot = ReplyCheck("cot", settings, cot_reject_reasons, trait_words)
         checks: list[Any] = [cot]
         if judge is not None or settings.judge is not None:
             checks.append(judge_check_from_settings(
                 settings.judge, default_rubric=DEFAULT_RUBRIC, default_binary=DEFAULT_P_NO,
-                default_score=DEFAULT_SCORE, traits=trait_words_of(settings, trait_words), question_of=question_of,
+                default_score=DEFAULT_SCORE, traits=settings.trait_words_with(trait_words), question_of=question_of,
                 answer_of=reply_of, prefilter=cot.passes, scorer=judge))
         return checks
 
