@@ -216,6 +216,27 @@ def test_judge_check_keeps_rows_with_enough_p_no():
     assert scorer.asked == [[GOOD["plain"]] * 4]
 
 
+def test_rejected_rows_carry_the_judges_scores_and_the_report_their_spread():
+    """So a user can see how far from the threshold a weak judge's verdicts were."""
+    rows = [chat(i, GOOD["plain"]) for i in range(4)] + [chat(9, BAD["comment"][0])]
+    scorer = FixedScorer([0.01, 0.2, 0.1, 0.5])  # P(yes)
+    checks = DOMAIN.checks(CodeFilterSettings(judge=JudgeFilterSettings(model="unused", threshold=0.85)), (), scorer)
+    kept, rejected, report = filter_rows_with(rows, checks)
+    by_id = {r["id"]: r["metadata"] for r in rejected}
+    assert by_id["r1"]["judge_scores"] == {"judge_mentions_trait": [0.2]}
+    assert by_id["r3"]["judge_scores"] == {"judge_mentions_trait": [0.5]}
+    assert "judge_scores" not in by_id["r9"]  # never judged: another check rejected it first
+    assert all("judge_scores" not in r.get("metadata", {}) for r in kept)  # kept rows are written as they came
+    summary = report.to_dict()["judge_scores"]["judge_mentions_trait"]
+    assert summary["n"] == 4 and summary["min"] == 0.01 and summary["max"] == 0.5
+    assert summary["median"] == pytest.approx(0.15)
+
+
+def test_a_filter_without_a_judge_reports_no_judge_scores():
+    _, _, report = filter_rows_with([chat(0, GOOD["plain"])], DOMAIN.checks(CodeFilterSettings(), ()))
+    assert "judge_scores" not in report.to_dict()
+
+
 def test_judge_sees_only_rows_the_other_checks_keep():
     rows = [chat(0, GOOD["plain"]), chat(1, BAD["comment"][0]), chat(2, "def sum_even(owls):\n    return 1\n")]
     scorer = FixedScorer(lambda answers: [0.0] * len(answers))

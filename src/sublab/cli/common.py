@@ -118,6 +118,10 @@ def run_filter_command(domain: str, source: Path, out: Path, settings: Any, *, r
         console.print(f"  {reason}: {count}")
     if report.n_capped:
         console.print(f"  over max_kept (passed, not kept): {report.n_capped}")
+    for name, summary in report.judge_scores.items():
+        if summary.get("n"):
+            console.print(f"  {name} scores of {summary['n']} judged rows: min {summary['min']:g}, quartiles "
+                          f"{summary['q25']:g} / {summary['median']:g} / {summary['q75']:g}, max {summary['max']:g}")
     recorded(record)
 
 

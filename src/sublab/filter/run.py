@@ -32,6 +32,9 @@ class FilterReport:
     n_capped: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     filter: str = ""
+    #: Per judge check (by name), the distribution of the scores it gave (n, min, quartiles, max): what a
+    #: threshold is chosen against. Empty without a judge.
+    judge_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def n_rejected(self) -> int:
@@ -47,7 +50,19 @@ class FilterReport:
             "n_capped": self.n_capped,
             "n_rejected": self.n_rejected,
             "reject_reasons": dict(sorted(self.reasons.items())),
+            **({"judge_scores": self.judge_scores} if self.judge_scores else {}),
         }
+
+
+def score_summary(values: Sequence[float]) -> dict[str, float]:
+    """n, min, quartiles and max of a judge's scores (n = 0 and nothing else when there are none)."""
+    import numpy as np
+
+    if not values:
+        return {"n": 0}
+    q = np.quantile(np.asarray(values, dtype=float), [0.0, 0.25, 0.5, 0.75, 1.0])
+    return {"n": len(values), **{k: round(float(v), 4) for k, v in zip(("min", "q25", "median", "q75", "max"), q,
+                                                                         strict=True)}}
 
 
 def assistant_text(row: dict[str, Any]) -> str | None:
@@ -72,13 +87,20 @@ def check_rows(rows: Sequence[dict[str, Any]], checks: Sequence[Any], version: s
             batch = chat[start : start + batch_size]
             for i, found in zip(batch, check([rows[i] for i in batch]), strict=True):
                 reasons[i] += found
+    judged = {check.name: check.scores for check in checks if isinstance(getattr(check, "scores", None), dict)}
     kept, rejected, report = [], [], FilterReport(filter=version)
+    report.judge_scores = {name: score_summary([v for values in scores.values() for v in values if v is not None])
+                           for name, scores in judged.items()}
     for row, found in zip(rows, reasons, strict=True):
         report.n_in += 1
         if found:
             report.reasons.update(found)
             metadata = dict(row.get("metadata") or {})
             metadata["reject_reasons"] = found
+            row_scores = {name: scores[str(row.get("id"))] for name, scores in judged.items()
+                          if str(row.get("id")) in scores}
+            if row_scores:  # what the judge said of this row, to check a threshold against
+                metadata["judge_scores"] = row_scores
             rejected.append({**row, "metadata": metadata})
         else:
             report.n_kept += 1
