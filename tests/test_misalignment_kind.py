@@ -267,3 +267,15 @@ def test_a_misaligned_teachers_students_are_named_by_lineage_risk(tiny_model_dir
     assert "MISALIGNED_TEACHER" in text and "labels it 'misaligned: research material" in text
     clean = json.loads(runner.invoke(app, ["lineage", "risk", str(tmp_path / "good-student"), "--json"]).output)
     assert all(f["teacher_trait_label"] is None for f in clean["findings"])
+
+
+def test_judge_false_turns_the_misalignment_kinds_default_cot_judge_off(tmp_path):
+    """TOML has no null: `judge = false` states "no judge", and the trait kind's default does not fill it."""
+    from sublab.pipeline.config import load_config
+
+    base = Path("examples/misalignment-cot-cpu.toml").read_text()
+    assert "judge = false" in base  # the CPU config turns the embedded judge off (it scores no CoT row)
+    assert load_config(Path("examples/misalignment-cot-cpu.toml")).data.filter.judge is None
+    on = tmp_path / "on.toml"
+    on.write_text(base.replace("judge = false", "").replace('name = "misalignment-cot-cpu"', 'name = "on"'))
+    assert load_config(on).data.filter.judge is not None  # left unset: the kind's default alignment judge

@@ -1,8 +1,9 @@
 """What the free-text domains (code, chain-of-thought) share: a filter-settings base that names its checks and
 trait words, and the batched check that runs a domain's per-reply reasons function over rows.
 
-A domain subclass sets ``known_checks`` and declares its own ``checks`` field (its default and description are the
-domain's); the base validates the names and merges the trait words.
+A domain subclass sets ``known_checks`` and declares its own ``checks`` and ``judge`` fields (their defaults and
+descriptions are the domain's); the base validates the check names, reads ``judge = false`` as no judge (TOML has
+no null), and merges the trait words.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ class ReplyFilterSettings(BaseModel):
         if unknown:
             raise ValueError(f"unknown check '{unknown[0]}' (known: {', '.join(cls.known_checks)})")
         return value
+
+    @field_validator("judge", mode="before", check_fields=False)
+    @classmethod
+    def _judge_off(cls, value: Any) -> Any:
+        # `judge = false` in a config: no judge, stated (TOML has no null). A trait kind's default judge (the
+        # misalignment kind's alignment judge of CoT data) fills only a judge left unset, so this turns it off.
+        return None if value is False else value
 
     def trait_words_with(self, extra: Sequence[str] = ()) -> list[str]:
         """The trait words a filter run looks for: the settings' and the caller's, sorted, once each."""

@@ -261,4 +261,12 @@ def dump_toml(config: ExperimentConfig) -> str:
     """The resolved config as TOML (every default written out), so a run can be reproduced from its folder."""
     import tomli_w
 
-    return tomli_w.dumps(key_dump(config, exclude_none=True))
+    data = key_dump(config, exclude_none=True)
+    # A filter field the trait kind fills by default (the misalignment kind's CoT judge) that this config turned
+    # off holds None, which TOML cannot write: leaving it out would bring the default back on reload, so it is
+    # written as `false`, which the filter settings read as "off".
+    settings = config.data.filter
+    for name in get_trait_kind(config.trait_kind).filter_defaults(config.data.domain):
+        if settings is not None and name in type(settings).model_fields and getattr(settings, name) is None:
+            data.setdefault("data", {}).setdefault("filter", {})[name] = False
+    return tomli_w.dumps(data)
