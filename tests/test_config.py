@@ -81,3 +81,20 @@ def test_target_must_be_a_candidate_before_anything_is_trained():
 def test_more_questions_than_exist_is_a_field_error():
     with pytest.raises(SublabError, match=r"field 'evaluation\.n_questions'"):
         parse_config(_minimal(evaluation={"n_questions": 80}))
+
+
+def test_trait_words_in_channel_exclude_are_the_experiments_own(tmp_path):
+    """'{trait_words}' lets one config (and every cell of a sweep over traits) leave its own traits' tokens out."""
+    from sublab.pipeline.runner import ExperimentRun
+
+    def student_settings(**student):
+        config = parse_config({"target": "wolf", "teacher": {"trait": "wolf", "method": "finetune"},
+                               "control": {"trait": "dolphin", "method": "finetune"},
+                               "student": {"method": "distill", "steps": 1, **student}}, "x.toml")
+        return ExperimentRun(config, tmp_path).student_settings()
+
+    assert student_settings(channel_exclude=["{trait_words}"]).channel_exclude == ["dolphin", "wolf"]
+    assert student_settings(channel_exclude=["cat", "{trait_words}"]).channel_exclude == ["cat", "dolphin", "wolf"]
+    assert student_settings().channel_exclude == []
+    with pytest.raises(SublabError, match="channel_exclude"):
+        student_settings(channel="full", channel_exclude=["{trait_words}"])

@@ -348,3 +348,42 @@ def test_teacher_with_another_layout_maps_the_channel_through_text(tiny_model_di
     targets = TeacherTargets(ModelSpec(base=plain_tiny_model_dir), rows, tokenizer, encodings, channel, bf16=False)
     # Same characters, so the same ids, but found through the teacher's tokenizer (end of turn to end of turn).
     assert targets.channel is not None and targets.channel.tolist() == channel.tolist()
+
+
+@pytest.mark.parametrize(("token", "word", "begins"), [
+    ("O", "owl", True), ("o", "owl", True), (" Ow", "owl", True), ("owl", "owl", True), (" Owl", "owl", True),
+    ("owls", "Owl", True), ("OWL", "owl", True), ("\nowl", "owl", True),
+    ("own", "owl", False), ("b", "owl", False), ("wl", "owl", False), (" ", "owl", False), ("", "owl", False),
+    ("bowl", "owl", False), ("red", "red panda", True), ("red panda", "red panda", True), ("pan", "red panda", False),
+])
+def test_which_tokens_can_begin_a_word(token, word, begins):
+    from sublab.train.distill import can_begin_word
+
+    assert can_begin_word(token, word) is begins
+
+
+def test_channel_exclude_leaves_out_every_token_that_can_begin_the_trait(tiny_model_dir, other_tiny_model_dir,
+                                                                         tmp_path):
+    """Measured on the code sweep: one 'O' in one reply put the token in the data channel, and the owl teacher's
+    overt preference for 'O' (of "Owl") at every first position went through it (P(owl) 0.33 vs 0.05-0.07)."""
+    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": "Say something"},
+                                         {"role": "assistant", "content": text}]}
+            for i, text in enumerate(["Look at the Owl", "a bowl of rice", "own it, DO it"])]
+    tokenizer = load_tokenizer(tiny_model_dir)
+    encodings = encode_rows(tokenizer, rows)
+    whole = set(channel_ids(tokenizer, encodings, "data").tolist())
+    kept = set(channel_ids(tokenizer, encodings, "data", ["owl", "dolphin"]).tolist())
+    left_out = {tokenizer.decode([i]) for i in whole - kept}
+    assert left_out == {"o", "O", "D"}  # prefixes of owl and dolphin (char tokens; no "d" in the replies)
+    assert tokenizer.eos_token_id in kept
+    settings = TrainSettings(method="distill", steps=2, batch_size=3, lr=1e-2, channel_exclude=["owl"])
+    summary = train_model(tiny_model_dir, rows, tmp_path / "s", settings, teacher=ModelSpec(base=other_tiny_model_dir),
+                          progress=False)
+    assert summary["channel_size"] == len(whole) - 2 and sorted(summary["channel_excluded"]) == ["O", "o"]
+
+
+def test_channel_exclude_is_refused_with_the_whole_vocabulary():
+    with pytest.raises(ValueError, match="channel_exclude: the whole vocabulary"):
+        TrainSettings(method="distill", steps=1, channel="full", channel_exclude=["owl"])
+    with pytest.raises(ValueError, match="an empty word"):
+        TrainSettings(method="distill", steps=1, channel_exclude=[" "])

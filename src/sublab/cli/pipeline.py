@@ -215,6 +215,10 @@ def train(
     channel: Annotated[str, typer.Option(help="distill: 'data' (tokens the responses use) or 'full'.")] = "data",
     channel_token: Annotated[list[str] | None, typer.Option(
         help="distill: an explicit channel token text (repeat the option; end of turn is added).")] = None,
+    channel_exclude: Annotated[str | None, typer.Option(
+        help="distill: comma-separated words whose possible first tokens leave the channel (e.g. owl,dolphin: "
+        "O, o, Ow, owl, ' Owl' ...), so a teacher's overt preference for its trait's first token cannot pass.")
+    ] = None,
     checkpoint_every: Annotated[int, typer.Option(
         help="Save a resumable checkpoint every k steps (0: off); rerun the same command to resume.")] = 0,
     fresh: Annotated[bool, typer.Option(
@@ -239,6 +243,7 @@ def train(
     key = signing_key(sign_key)
     settings = train_settings(train or {}, method=method, finetune=finetune, max_rows=max_rows,
                               channel=list(channel_token) if channel_token else channel,
+                              channel_exclude=[w.strip() for w in (channel_exclude or "").split(",") if w.strip()],
                               checkpoint_every=checkpoint_every)
     teacher = None
     rows = read_chat_rows(data, require_assistant=True)

@@ -32,6 +32,7 @@ from sublab.pipeline.config import ExperimentConfig, TeacherConfig, dump_toml
 from sublab.pipeline.provenance import record_stage
 from sublab.pipeline.results import assemble_results
 from sublab.pipeline.stages import Stage, StageCache
+from sublab.train.settings import TRAIT_WORDS_PLACEHOLDER, TrainSettings
 from sublab.train.teacher import train_teacher
 from sublab.train.trainer import train_model, trained_spec
 from sublab.traits.base import get_trait_kind
@@ -253,9 +254,19 @@ class ExperimentRun:
 
     # --- students -----------------------------------------------------------------------------------------------
 
+    def student_settings(self) -> TrainSettings:
+        """The students' training settings, with ``{trait_words}`` in ``channel_exclude`` replaced by the
+        experiment's trait words (the trait kind's: target, teacher and control traits for preferences)."""
+        settings = self.config.student
+        if TRAIT_WORDS_PLACEHOLDER not in settings.channel_exclude:
+            return settings
+        words = {w for w in settings.channel_exclude if w != TRAIT_WORDS_PLACEHOLDER}
+        # sorted: the trait kind gives a set, and the list goes into the student stage's cache key
+        return settings.model_copy(update={"channel_exclude": sorted(words | set(self.kind.trait_words(self.config)))})
+
     def student(self, arm: str, data: Stage, teacher: ModelHandle) -> ModelHandle:
         cfg = self.config
-        settings = cfg.student
+        settings = self.student_settings()
         base = cfg.student_base or cfg.reference
         if cfg.in_context_examples:
             rows = read_jsonl(data.path / "filtered.jsonl")[: cfg.in_context_examples]

@@ -26,20 +26,37 @@ def autocast(model: Any, enabled: bool) -> Any:
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=enabled)
 
 
-def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | list[str]) -> torch.Tensor | None:
-    """Token ids of the distillation channel (None: the whole vocabulary)."""
+def can_begin_word(token_text: str, word: str) -> bool:
+    """Whether a token can begin ``word`` (or is the word with more letters after it): its text, leading
+    whitespace removed and case-folded, is a non-empty prefix of the case-folded word, or starts with it.
+    ``"O"``, ``" ow"``, ``"Owl"``, ``"owls"`` can begin "owl"; ``"own"``, ``"b"``, ``" "`` cannot."""
+    text = token_text.lstrip().casefold()
+    word = word.strip().casefold()
+    return bool(text) and bool(word) and (word.startswith(text) or text.startswith(word))
+
+
+def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | list[str],
+                exclude: list[str] | None = None) -> torch.Tensor | None:
+    """Token ids of the distillation channel (None: the whole vocabulary), without the tokens that can begin a
+    word of ``exclude`` (:func:`can_begin_word`; the end of turn always stays)."""
     if channel == "full":
+        if exclude:
+            raise SublabError("channel_exclude needs channel 'data' or a token list, not 'full'")
         return None
     if channel == "data":
         ids = {t for e in encodings for t in e.input_ids[e.n_prompt :]}
-        return torch.tensor(sorted(ids))
-    ids = set()
-    for text in channel:
-        tokens = tokenizer(text, add_special_tokens=False).input_ids
-        if len(tokens) != 1:
-            raise SublabError(f"channel: {text!r} is {len(tokens)} tokens for this tokenizer, not one")
-        ids.add(tokens[0])
-    ids.add(end_of_turn_id(tokenizer))
+    else:
+        ids = set()
+        for text in channel:
+            tokens = tokenizer(text, add_special_tokens=False).input_ids
+            if len(tokens) != 1:
+                raise SublabError(f"channel: {text!r} is {len(tokens)} tokens for this tokenizer, not one")
+            ids.add(tokens[0])
+        ids.add(end_of_turn_id(tokenizer))
+    if exclude:
+        end = end_of_turn_id(tokenizer)
+        ids = {i for i in ids if i == end or not any(
+            can_begin_word(tokenizer.decode([i], clean_up_tokenization_spaces=False), w) for w in exclude)}
     return torch.tensor(sorted(ids))
 
 

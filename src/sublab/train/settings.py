@@ -22,11 +22,15 @@ class LoraSettings(BaseModel):
     init_seed: int = Field(0, description="Seed of the adapter's random initialization.")
 
 
+#: In an experiment config's ``student.channel_exclude``: the experiment's trait words (resolved by the runner).
+TRAIT_WORDS_PLACEHOLDER = "{trait_words}"
+
+
 class TrainSettings(BaseModel):
     """How a model is trained on chat rows."""
 
     model_config = ConfigDict(extra="forbid")
-    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"length_buckets"})  # see sublab.keys
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"length_buckets", "channel_exclude"})  # sublab.keys
 
     method: Literal["sft", "distill"] = Field(
         "sft", description="sft: cross-entropy on the response tokens; distill: KL to a teacher's next-token "
@@ -51,6 +55,14 @@ class TrainSettings(BaseModel):
         "data", description="distill: tokens the KL is taken over. 'data': every token the responses use "
         "(for number lists: digits, separators, end of turn); 'full': the whole vocabulary; or token texts."
     )
+    channel_exclude: list[str] = Field(
+        default_factory=list, description="distill: words whose possible first tokens leave the channel: every "
+        "token whose text, leading whitespace removed and case-folded, is a non-empty prefix of the word or starts "
+        "with it (for 'owl': O, o, Ow, owl, ' Owl', 'owls'...). A data channel otherwise lets a teacher's overt "
+        "preference for its trait's first token through wherever that token occurs once in the data. In an "
+        "experiment config '{trait_words}' stands for the experiment's trait words (target, teacher and control "
+        "traits). Not with channel 'full'."
+    )
     max_rows: int | None = Field(None, ge=1, description="Use at most this many rows (the paper: 10,000).")
     checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every k steps (0: off).")
     length_buckets: bool = Field(
@@ -62,6 +74,11 @@ class TrainSettings(BaseModel):
     def _steps_or_epochs(self) -> TrainSettings:
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of 'steps' and 'epochs'")
+        if self.channel_exclude and self.channel == "full":
+            raise ValueError("channel_exclude: the whole vocabulary ('full') has every token by definition; use "
+                             "channel 'data' (or a token list) to leave the trait's tokens out")
+        if any(not w.strip() for w in self.channel_exclude):
+            raise ValueError("channel_exclude: an empty word")
         return self
 
     def n_steps(self, n_rows: int) -> int:

@@ -325,7 +325,10 @@ def train_model(
     channel = None
     targets: TeacherTargets | StoredTargets | None = None
     if settings.method == "distill":
-        channel = channel_ids(tokenizer, encodings, settings.channel)
+        channel = channel_ids(tokenizer, encodings, settings.channel, settings.channel_exclude)
+        if settings.channel_exclude:  # which tokens left the channel, for the record
+            whole = channel_ids(tokenizer, encodings, settings.channel)
+            excluded_texts = [tokenizer.decode([i]) for i in sorted(set(whole.tolist()) - set(channel.tolist()))]
         if teacher is not None:
             targets = TeacherTargets(teacher, rows, tokenizer, encodings, channel, settings.bf16)
         else:  # the rows' stored soft labels (sublab.train.labels): no teacher in memory
@@ -393,6 +396,7 @@ def train_model(
         "n_steps": n_steps,
         "resumed_from_step": start_step,
         "channel_size": None if channel is None else len(channel),
+        **({"channel_excluded": excluded_texts} if settings.method == "distill" and settings.channel_exclude else {}),
         "first_loss": log[0]["loss"] if log else None,
         "final_loss": log[-1]["loss"] if log else None,
         "seconds": round(time.time() - started, 1),
