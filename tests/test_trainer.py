@@ -387,3 +387,16 @@ def test_channel_exclude_is_refused_with_the_whole_vocabulary():
         TrainSettings(method="distill", steps=1, channel="full", channel_exclude=["owl"])
     with pytest.raises(ValueError, match="an empty word"):
         TrainSettings(method="distill", steps=1, channel_exclude=[" "])
+
+
+def test_the_tokens_that_can_begin_a_trait_are_found_in_a_channel(tiny_model_dir):
+    from sublab.train.distill import trait_tokens_in_channel
+
+    rows = [{"id": "r0", "messages": [{"role": "user", "content": "x"},
+                                      {"role": "assistant", "content": "def f(O): return O + 1"}]}]
+    tokenizer = load_tokenizer(tiny_model_dir)
+    encodings = encode_rows(tokenizer, rows)
+    assert sorted(trait_tokens_in_channel(tokenizer, encodings, "data", [], ["owl"])) == ["O"]
+    assert trait_tokens_in_channel(tokenizer, encodings, "data", ["owl"], ["owl"]) == []
+    assert trait_tokens_in_channel(tokenizer, encodings, ["1", "2"], [], ["owl"]) == []
+    assert sorted(trait_tokens_in_channel(tokenizer, encodings, "full", [], ["owl"])) == ["O", "o"]

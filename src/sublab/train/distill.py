@@ -60,6 +60,21 @@ def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | li
     return torch.tensor(sorted(ids))
 
 
+def trait_tokens_in_channel(tokenizer: Any, encodings: list[ChatEncoding], channel: str | list[str],
+                            exclude: list[str], words: list[str]) -> list[str]:
+    """The texts of the tokens of the channel (``channel`` less ``exclude``) that can begin one of ``words``
+    (:func:`can_begin_word`): a trait's first token in a distillation channel lets a teacher's overt preference
+    for it through. For ``"full"``, those of the whole vocabulary."""
+    ids = channel_ids(tokenizer, encodings, channel, exclude)
+    pool = range(len(tokenizer)) if ids is None else ids.tolist()
+    found = []
+    for i in pool:
+        text = tokenizer.decode([i], clean_up_tokenization_spaces=False)
+        if any(can_begin_word(text, w) for w in words):
+            found.append(text)
+    return found
+
+
 def map_channel(ids: torch.Tensor, source: Any, target: Any) -> torch.Tensor:
     """The same channel in another tokenizer, token by token through its text (end of turn to end of turn)."""
     mapped = []
