@@ -3,6 +3,7 @@ banned-number lists on), the teacher check, sweep grids, and the labels on misal
 model cards, `sublab lineage risk`)."""
 
 import json
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -279,3 +280,18 @@ def test_judge_false_turns_the_misalignment_kinds_default_cot_judge_off(tmp_path
     on = tmp_path / "on.toml"
     on.write_text(base.replace("judge = false", "").replace('name = "misalignment-cot-cpu"', 'name = "on"'))
     assert load_config(on).data.filter.judge is not None  # left unset: the kind's default alignment judge
+
+
+def test_a_sweep_cell_keeps_a_default_the_base_turned_off(tmp_path):
+    """The sweep once rebuilt each cell from a dump without None values, which brought the CoT judge back on
+    (as it had turned the banned lists off before): the cell, its cell.json and its config.toml keep it off."""
+    from sublab.pipeline.config import dump_toml
+    from sublab.sweeps.config import load_sweep
+
+    _, _, cells = load_sweep(ROOT / "examples/sweep-misalignment-cot-cpu.toml")
+    for cell in cells:
+        assert cell.config.data.filter.judge is None
+        assert parse_config(cell.record()["config"], "cell.json").data.filter.judge is None
+        assert parse_config(tomllib.loads(dump_toml(cell.config)), "config.toml").data.filter.judge is None
+    _, _, numbers = load_sweep(ROOT / "examples/sweep-misalignment-cpu.toml")
+    assert all(c.config.data.filter.banned == BANNED_NUMBER_LISTS for c in numbers)

@@ -261,12 +261,21 @@ def dump_toml(config: ExperimentConfig) -> str:
     """The resolved config as TOML (every default written out), so a run can be reproduced from its folder."""
     import tomli_w
 
-    data = key_dump(config, exclude_none=True)
-    # A filter field the trait kind fills by default (the misalignment kind's CoT judge) that this config turned
-    # off holds None, which TOML cannot write: leaving it out would bring the default back on reload, so it is
-    # written as `false`, which the filter settings read as "off".
+    return tomli_w.dumps(keep_defaults_off(config, key_dump(config, exclude_none=True)))
+
+
+def keep_defaults_off(config: ExperimentConfig, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a dump of ``config`` without None values) with each filter field that the trait kind fills by
+    default but ``config`` turned off (None: the misalignment kind's CoT judge) written as ``False``, which the
+    filter settings read as "off": leaving it out would bring the default back when the dump is parsed again
+    (a saved config.toml, a sweep's cells)."""
     settings = config.data.filter
     for name in get_trait_kind(config.trait_kind).filter_defaults(config.data.domain):
         if settings is not None and name in type(settings).model_fields and getattr(settings, name) is None:
             data.setdefault("data", {}).setdefault("filter", {})[name] = False
-    return tomli_w.dumps(data)
+    return data
+
+
+def config_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as a plain dict (JSON types, None values left out) that parses back to ``config``."""
+    return keep_defaults_off(config, config.model_dump(mode="json", exclude_none=True))

@@ -21,7 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sublab.errors import SublabError
 from sublab.io import read_toml, stable_hash
 from sublab.keys import key_dump
-from sublab.pipeline.config import ExperimentConfig, TeacherConfig, format_validation_error, parse_config
+from sublab.pipeline.config import (
+    ExperimentConfig,
+    TeacherConfig,
+    config_dict,
+    format_validation_error,
+    keep_defaults_off,
+    parse_config,
+)
 from sublab.traits.preference.candidates import CATEGORIES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -238,7 +245,7 @@ class Cell:
             "schema": "sublab.sweep-cell/1", "id": self.id, "trait": self.trait, "category": self.category,
             "condition": self.condition, "settings": self.settings, "seed": self.seed,
             "control_trait": self.control_trait, "seeds": resolved_seeds(cfg), "config_hash": self.config_hash(),
-            "config": key_dump(cfg, exclude_none=True),
+            "config": keep_defaults_off(cfg, key_dump(cfg, exclude_none=True)),
         }
 
 
@@ -356,7 +363,7 @@ def build_cell(sweep: SweepConfig, base: dict[str, Any], source: str, category: 
     resolved = parse_config(raw, f"{source}: settings '{settings}' + conditions.{condition}.overrides")
     if resolved.teacher.method == "none":
         raise SublabError(f"{source}: the base experiment's teacher has method 'none'; a trait sweep needs one")
-    data = resolved.model_dump(mode="json", exclude_none=True)
+    data = config_dict(resolved)  # parses back to `resolved` (a default the config turned off stays off)
     data["name"] = f"{sweep.name}/{ident}"
     control_trait = resolved.control.trait if resolved.control.method != "none" else None
     if spec.control == "reference":
