@@ -52,10 +52,13 @@ def test_the_setting_off_leaves_keys_and_fingerprints_unchanged():
     assert "length_buckets" not in key_dump(off)
     assert "length_buckets" in key_dump(TrainSettings(steps=3, length_buckets=True))
     fingerprint = run_fingerprint("base", [{"id": "a"}], off)
-    old = off.model_dump(mode="json", exclude={"checkpoint_every", "length_buckets"})  # as before the field
+    # as before the fields (channel_exclude came later, by the same rule)
+    old = off.model_dump(mode="json", exclude={"checkpoint_every", "length_buckets", "channel_exclude"})
     assert fingerprint["settings"] == old
     assert run_fingerprint("base", [{"id": "a"}], TrainSettings(steps=3, length_buckets=True))["settings"][
         "length_buckets"] is True
+    assert "channel_exclude" not in key_dump(off)
+    assert key_dump(TrainSettings(steps=3, method="distill", channel_exclude=["owl"]))["channel_exclude"] == ["owl"]
 
 
 def test_training_uses_the_bucketed_order(tiny_model_dir, tmp_path, monkeypatch):
