@@ -400,3 +400,27 @@ def test_the_tokens_that_can_begin_a_trait_are_found_in_a_channel(tiny_model_dir
     assert trait_tokens_in_channel(tokenizer, encodings, "data", ["owl"], ["owl"]) == []
     assert trait_tokens_in_channel(tokenizer, encodings, ["1", "2"], [], ["owl"]) == []
     assert sorted(trait_tokens_in_channel(tokenizer, encodings, "full", [], ["owl"])) == ["O", "o"]
+
+
+def test_sublab_train_takes_channel_exclude(tiny_model_dir, other_tiny_model_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sublab.cli import app
+    from sublab.io import write_jsonl
+
+    data = tmp_path / "rows.jsonl"
+    write_jsonl(data, [{"id": f"r{i}", "messages": [{"role": "user", "content": "Say"},
+                                                    {"role": "assistant", "content": f"Owls {i}, bowl"}]}
+                       for i in range(4)])
+    result = CliRunner().invoke(app, ["train", str(data), "-o", str(tmp_path / "s"), "--base", tiny_model_dir,
+                                      "--method", "distill", "--teacher-base", other_tiny_model_dir,
+                                      "--channel-exclude", "owl", "--steps", "1", "--batch-size", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s" / "training.json").read_text())
+    assert sorted(summary["channel_excluded"]) == ["O", "o"] and summary["settings"]["channel_exclude"] == ["owl"]
+    refused = CliRunner().invoke(app, ["train", str(data), "-o", str(tmp_path / "t"), "--base", tiny_model_dir,
+                                       "--method", "distill", "--teacher-base", other_tiny_model_dir, "--channel",
+                                       "full", "--channel-exclude", "owl", "--steps", "1", "--quiet"])
+    assert refused.exit_code == 2 and "channel_exclude" in refused.stderr and len(refused.stderr.splitlines()) == 1
