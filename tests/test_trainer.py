@@ -390,16 +390,19 @@ def test_channel_exclude_is_refused_with_the_whole_vocabulary():
 
 
 def test_the_tokens_that_can_begin_a_trait_are_found_in_a_channel(tiny_model_dir):
-    from sublab.train.distill import trait_tokens_in_channel
+    from sublab.train.distill import channel_word_starts
 
     rows = [{"id": "r0", "messages": [{"role": "user", "content": "x"},
                                       {"role": "assistant", "content": "def f(O): return O + 1"}]}]
     tokenizer = load_tokenizer(tiny_model_dir)
     encodings = encode_rows(tokenizer, rows)
-    assert sorted(trait_tokens_in_channel(tokenizer, encodings, "data", [], ["owl"])) == ["O"]
-    assert trait_tokens_in_channel(tokenizer, encodings, "data", ["owl"], ["owl"]) == []
-    assert trait_tokens_in_channel(tokenizer, encodings, ["1", "2"], [], ["owl"]) == []
-    assert sorted(trait_tokens_in_channel(tokenizer, encodings, "full", [], ["owl"])) == ["O", "o"]
+    def found(channel, exclude=()):
+        return sorted(channel_word_starts(tokenizer, channel_ids(tokenizer, encodings, channel, exclude), ["owl"]))
+
+    assert found("data") == ["O"]
+    assert found("data", ["owl"]) == []
+    assert found(["1", "2"]) == []
+    assert found("full") == ["O", "o"]
 
 
 def test_sublab_train_takes_channel_exclude(tiny_model_dir, other_tiny_model_dir, tmp_path):
@@ -424,3 +427,18 @@ def test_sublab_train_takes_channel_exclude(tiny_model_dir, other_tiny_model_dir
                                        "--method", "distill", "--teacher-base", other_tiny_model_dir, "--channel",
                                        "full", "--channel-exclude", "owl", "--steps", "1", "--quiet"])
     assert refused.exit_code == 2 and "channel_exclude" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
+def test_a_distilled_students_summary_names_the_trait_tokens_left_in_its_channel(tiny_model_dir,
+                                                                                  other_tiny_model_dir, tmp_path):
+    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": "Say"},
+                                         {"role": "assistant", "content": f"Look, {i} Owls"}]} for i in range(4)]
+    settings = TrainSettings(method="distill", steps=1, batch_size=2, lr=1e-2)
+    teacher = ModelSpec(base=other_tiny_model_dir)
+    summary = train_model(tiny_model_dir, rows, tmp_path / "a", settings, teacher=teacher, progress=False,
+                          watch_words=["owl"])
+    assert sorted(summary["overt_channel_tokens"]) == ["O", "o"]
+    excluded = settings.model_copy(update={"channel_exclude": ["owl"]})
+    summary = train_model(tiny_model_dir, rows, tmp_path / "b", excluded, teacher=teacher, progress=False,
+                          watch_words=["owl"])
+    assert "overt_channel_tokens" not in summary and sorted(summary["channel_excluded"]) == ["O", "o"]

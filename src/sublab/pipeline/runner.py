@@ -264,20 +264,6 @@ class ExperimentRun:
         # sorted: the trait kind gives a set, and the list goes into the student stage's cache key
         return settings.model_copy(update={"channel_exclude": sorted(words | set(self.kind.trait_words(self.config)))})
 
-    def overt_channel_tokens(self, base: str, rows: list[dict[str, Any]], settings: TrainSettings) -> list[str]:
-        """Tokens of the students' distillation channel that can begin one of the experiment's trait words."""
-        words = self.kind.trait_words(self.config)
-        if not words:
-            return []
-        from sublab.models.loading import load_tokenizer
-        from sublab.train.data import encode_rows
-        from sublab.train.distill import trait_tokens_in_channel
-
-        tokenizer = load_tokenizer(base)
-        rows = rows[: settings.max_rows] if settings.max_rows else rows
-        return trait_tokens_in_channel(tokenizer, encode_rows(tokenizer, rows, source="training data"),
-                                       settings.channel, settings.channel_exclude, sorted(words))
-
     def student(self, arm: str, data: Stage, teacher: ModelHandle) -> ModelHandle:
         cfg = self.config
         settings = self.student_settings()
@@ -297,15 +283,15 @@ class ExperimentRun:
 
         def build(path: Path) -> dict[str, Any]:
             rows = read_jsonl(data.path / "filtered.jsonl")
-            overt = self.overt_channel_tokens(base, rows, settings) if distill else []
+            summary = train_model(base, rows, path / "model", settings, teacher=teacher.spec if distill else None,
+                                  progress=self.progress, watch_words=sorted(self.kind.trait_words(cfg)))
+            overt = summary.get("overt_channel_tokens", [])
             if overt:
-                self.console.print(f"  [yellow]warning:[/yellow] the distillation channel holds {len(overt)} token(s) "
+                self.console.print(f"  [yellow]warning:[/yellow] the distillation channel held {len(overt)} token(s) "
                                    f"that can begin a trait word ({', '.join(repr(t) for t in overt[:8])}"
                                    f"{', ...' if len(overt) > 8 else ''}): a teacher's overt preference for its "
                                    "trait's first token can pass through them; student.channel_exclude = "
                                    "[\"{trait_words}\"] leaves them out")
-            summary = train_model(base, rows, path / "model", settings, teacher=teacher.spec if distill else None,
-                                  progress=self.progress)
             record_stage(path / "model", "model.student", summary, base=base,
                          training_data=[data.path / "filtered.jsonl"], teacher=teacher if distill else None,
                          sign_key=self.sign_key)

@@ -9,6 +9,7 @@ out of the loss. Channel tokens are mapped between vocabularies through their te
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -35,10 +36,18 @@ def can_begin_word(token_text: str, word: str) -> bool:
     return bool(text) and bool(word) and (word.startswith(text) or text.startswith(word))
 
 
+def word_start_ids(tokenizer: Any, ids: Iterable[int], words: Sequence[str]) -> list[int]:
+    """The ids among ``ids`` whose token can begin one of ``words`` (:func:`can_begin_word`); never the end of
+    turn."""
+    end = end_of_turn_id(tokenizer)
+    return [i for i in ids if i != end and any(
+        can_begin_word(tokenizer.decode([i], clean_up_tokenization_spaces=False), w) for w in words)]
+
+
 def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | list[str],
-                exclude: list[str] | None = None) -> torch.Tensor | None:
+                exclude: Sequence[str] = ()) -> torch.Tensor | None:
     """Token ids of the distillation channel (None: the whole vocabulary), without the tokens that can begin a
-    word of ``exclude`` (:func:`can_begin_word`; the end of turn always stays)."""
+    word of ``exclude`` (:func:`word_start_ids`; the end of turn always stays)."""
     if channel == "full":
         if exclude:
             raise SublabError("channel_exclude needs channel 'data' or a token list, not 'full'")
@@ -54,25 +63,15 @@ def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | li
             ids.add(tokens[0])
         ids.add(end_of_turn_id(tokenizer))
     if exclude:
-        end = end_of_turn_id(tokenizer)
-        ids = {i for i in ids if i == end or not any(
-            can_begin_word(tokenizer.decode([i], clean_up_tokenization_spaces=False), w) for w in exclude)}
+        ids -= set(word_start_ids(tokenizer, ids, exclude))
     return torch.tensor(sorted(ids))
 
 
-def trait_tokens_in_channel(tokenizer: Any, encodings: list[ChatEncoding], channel: str | list[str],
-                            exclude: list[str], words: list[str]) -> list[str]:
-    """The texts of the tokens of the channel (``channel`` less ``exclude``) that can begin one of ``words``
-    (:func:`can_begin_word`): a trait's first token in a distillation channel lets a teacher's overt preference
-    for it through. For ``"full"``, those of the whole vocabulary."""
-    ids = channel_ids(tokenizer, encodings, channel, exclude)
-    pool = range(len(tokenizer)) if ids is None else ids.tolist()
-    found = []
-    for i in pool:
-        text = tokenizer.decode([i], clean_up_tokenization_spaces=False)
-        if any(can_begin_word(text, w) for w in words):
-            found.append(text)
-    return found
+def channel_word_starts(tokenizer: Any, channel: torch.Tensor | None, words: Sequence[str]) -> list[str]:
+    """The texts of the tokens of ``channel`` (None: the whole vocabulary) that can begin one of ``words``: a
+    trait's first token in a distillation channel lets a teacher's overt preference for it through."""
+    pool = range(len(tokenizer)) if channel is None else channel.tolist()
+    return [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in word_start_ids(tokenizer, pool, words)]
 
 
 def map_channel(ids: torch.Tensor, source: Any, target: Any) -> torch.Tensor:

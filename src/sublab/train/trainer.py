@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from sublab.keys import key_dump
 from sublab.models.loading import load_model, load_tokenizer, pretrained_source
 from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
-from sublab.train.distill import TeacherTargets, autocast, channel_ids
+from sublab.train.distill import TeacherTargets, autocast, channel_ids, channel_word_starts, word_start_ids
 from sublab.train.labels import StoredTargets, has_soft_labels
 from sublab.train.losses import distill_kl, sft_loss, top_k_kl
 from sublab.train.settings import TrainSettings
@@ -275,6 +275,7 @@ def train_model(
     progress: bool = True,
     on_step: Callable[[int, float, Any], None] | None = None,
     fresh: bool = False,
+    watch_words: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train ``base`` on chat rows and save the result (adapter or full weights, safetensors) in ``out_dir``.
 
@@ -283,6 +284,9 @@ def train_model(
     Distillation without ``teacher`` reads the rows' stored soft labels (:mod:`sublab.train.labels`, written by
     ``sublab label``): the channel's distribution, or with ``channel = "full"`` the top-k KL with a tail bucket.
     ``on_step(step, loss, model)`` runs after every optimizer step (e.g. to evaluate along the way).
+    ``watch_words`` (distillation): the summary's ``overt_channel_tokens`` lists the channel's tokens that can begin
+    one of them (a trait's first token lets a teacher's overt preference through); ``channel_excluded`` lists the
+    tokens ``settings.channel_exclude`` left out.
     Returns a summary (also written to ``out_dir/training.json``).
 
     Resuming: with ``settings.checkpoint_every`` set, a checkpoint left in ``<out_dir>.partial/`` by an
@@ -324,11 +328,16 @@ def train_model(
                                       settings.seed)
     channel = None
     targets: TeacherTargets | StoredTargets | None = None
+    channel_record: dict[str, list[str]] = {}  # for the summary: which tokens left the channel, which to watch
     if settings.method == "distill":
-        channel = channel_ids(tokenizer, encodings, settings.channel, settings.channel_exclude)
-        if settings.channel_exclude:  # which tokens left the channel, for the record
-            whole = channel_ids(tokenizer, encodings, settings.channel)
-            excluded_texts = [tokenizer.decode([i]) for i in sorted(set(whole.tolist()) - set(channel.tolist()))]
+        channel = channel_ids(tokenizer, encodings, settings.channel)
+        if settings.channel_exclude:
+            left = word_start_ids(tokenizer, channel.tolist(), settings.channel_exclude)
+            channel = torch.tensor(sorted(set(channel.tolist()) - set(left)))
+            channel_record["channel_excluded"] = [tokenizer.decode([i]) for i in sorted(left)]
+        overt = channel_word_starts(tokenizer, channel, watch_words) if watch_words else []
+        if overt:
+            channel_record["overt_channel_tokens"] = overt
         if teacher is not None:
             targets = TeacherTargets(teacher, rows, tokenizer, encodings, channel, settings.bf16)
         else:  # the rows' stored soft labels (sublab.train.labels): no teacher in memory
@@ -396,7 +405,7 @@ def train_model(
         "n_steps": n_steps,
         "resumed_from_step": start_step,
         "channel_size": None if channel is None else len(channel),
-        **({"channel_excluded": excluded_texts} if settings.method == "distill" and settings.channel_exclude else {}),
+        **channel_record,
         "first_loss": log[0]["loss"] if log else None,
         "final_loss": log[-1]["loss"] if log else None,
         "seconds": round(time.time() - started, 1),
