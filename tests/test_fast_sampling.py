@@ -190,6 +190,43 @@ def test_choose_tokens_frequencies_follow_the_renormalised_probabilities():
     assert np.abs(counts - p).max() < 0.01  # 4 standard errors at n = 40,000
 
 
+def test_threshold_sampling_keeps_the_processors_tokens_and_their_renormalised_shares():
+    """min_prob: the columns the generate path's MinProbabilityProcessor keeps (threshold at temperature 1, after
+    the mask), sampled in proportion to softmax(logits / T) over those."""
+    from sublab.defences.tokens import MinProbabilityProcessor
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 2.5]]).repeat(40_000, 1)
+    allowed = torch.tensor([True, True, False, True, True]).repeat(40_000, 1)
+    masked = logits.masked_fill(~allowed, -float("inf"))
+    kept = torch.isfinite(MinProbabilityProcessor(0.1)(torch.zeros(1, 1, dtype=torch.long), masked[:1]))[0]
+    assert kept.tolist() == [False, False, False, True, True]  # shares at T = 1: .03, .08, 0, .55, .34
+    picked = choose_tokens(logits, allowed, 2.0, row_uniforms(1, 40_000, 1)[:, 0], min_prob=0.1)
+    counts = np.bincount(picked.numpy(), minlength=5) / 40_000
+    expected = torch.softmax(masked[0].masked_fill(~kept, -float("inf")) / 2.0, dim=0).numpy()
+    assert set(np.flatnonzero(counts)) == {3, 4}
+    assert np.abs(counts - expected).max() < 0.01
+    flat = torch.zeros(3, 4)  # every share 0.25 < 0.5: only the (first) argmax stays
+    assert choose_tokens(flat, None, 1.0, torch.tensor([0.1, 0.5, 0.99], dtype=torch.float64),
+                         min_prob=0.5).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_fast_threshold_near_one_is_greedy(tiny, constrained):
+    model, tokenizer = tiny
+    settings = dict(constrained=constrained, max_new_tokens=10, sampler="fast")
+    grammar = SamplingSettings(**settings).grammar() if constrained else None
+    processor = grammar.hf_processor(tokenizer, 10) if grammar is not None else None
+    greedy = fast_sample_batch(model, tokenizer, contexts(5), SamplingSettings(temperature=0.0, **settings), 0,
+                               processor)
+    near_one = fast_sample_batch(model, tokenizer, contexts(5), SamplingSettings(min_prob=0.999, **settings), 3,
+                                 processor)
+    assert near_one == greedy
+    loose = fast_sample_batch(model, tokenizer, contexts(5), SamplingSettings(min_prob=1e-30, **settings), 3,
+                              processor)
+    plain = fast_sample_batch(model, tokenizer, contexts(5), SamplingSettings(**settings), 3, processor)
+    assert loose == plain  # a threshold below every token's share changes nothing: the same uniforms
+
+
 # ------------------------------------------------------------------------------------ seeds and batches
 
 

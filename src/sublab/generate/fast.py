@@ -455,16 +455,33 @@ SAMPLING_BLOCK = 256
 SAMPLING_ROWS = 8
 
 
+def threshold_mask(logits: torch.Tensor, allowed: torch.Tensor | None, min_prob: float) -> torch.Tensor:
+    """``allowed`` narrowed to the columns whose probability (softmax at temperature 1 over the allowed columns)
+    is at least ``min_prob``; each row's highest allowed column always stays. The rule of
+    :class:`sublab.defences.tokens.MinProbabilityProcessor` in ``generate``, where it runs after the grammar and
+    before the temperature."""
+    masked = logits.float()
+    if allowed is not None:
+        masked = masked.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(masked, dim=-1)
+    keep = probs >= min_prob
+    keep.scatter_(-1, masked.argmax(dim=-1, keepdim=True), True)
+    return keep if allowed is None else keep & allowed
+
+
 def choose_tokens(logits: torch.Tensor, allowed: torch.Tensor | None, temperature: float,
-                  uniforms: torch.Tensor | None) -> torch.Tensor:
+                  uniforms: torch.Tensor | None, min_prob: float = 0.0) -> torch.Tensor:
     """Sample one column per row of ``logits`` ([rows, n]) among ``allowed`` ones.
 
     Temperature 0: the first highest allowed logit (transformers' greedy choice). Otherwise inverse-CDF sampling
     with ``uniforms`` ([rows]) from ``softmax(logits / temperature)`` (float32, as ``generate``) renormalised
     over the allowed columns, with float64 cumulative sums so no column's share is lost to rounding. Over a
     whole vocabulary the search goes block by block (the same column, without a float64 copy of every
-    probability), a few rows at a time so that the work stays in the CPU's caches.
+    probability), a few rows at a time so that the work stays in the CPU's caches. ``min_prob`` > 0 is
+    threshold sampling (:func:`threshold_mask`).
     """
+    if min_prob and temperature != 0.0:  # greedy already keeps only the argmax
+        allowed = threshold_mask(logits, allowed, min_prob)
     if temperature == 0.0:
         if allowed is not None:
             logits = logits.masked_fill(~allowed, float("-inf"))
@@ -533,10 +550,12 @@ class _Profile:
 @torch.inference_mode()
 def fast_sample_ids(model: Any, prompts: list[list[int]], max_new_tokens: int, temperature: float, seed: int,
                     end_id: int, constraint: TokenConstraint | None = None, bf16: bool = False,
-                    profile: dict[str, float] | None = None, options: FastOptions = FastOptions()) -> list[list[int]]:
+                    profile: dict[str, float] | None = None, options: FastOptions = FastOptions(),
+                    min_prob: float = 0.0) -> list[list[int]]:
     """Sample up to ``max_new_tokens`` token ids after each prompt (token ids); each reply ends at ``end_id``
     (not included). ``profile``, if given, accumulates seconds per phase (prefill, decode, logits, sampling,
-    grammar, compaction) and token counts (``*_tokens``, ``logit_cells``: rows x columns of output layer)."""
+    grammar, compaction) and token counts (``*_tokens``, ``logit_cells``: rows x columns of output layer).
+    ``min_prob`` > 0: threshold sampling, as ``generate`` with ``SamplingSettings.min_prob``."""
     clock = _Profile(profile)
     fast = prepared_model(model, bf16)
     n_rows = len(prompts)
@@ -581,7 +600,7 @@ def fast_sample_ids(model: Any, prompts: list[list[int]], max_new_tokens: int, t
                 spread[:, candidate_tensor] = allowed
                 allowed = spread
         u = uniforms[live, torch.tensor(counts)] if uniforms is not None else None
-        picked = choose_tokens(logits, allowed, temperature, u)
+        picked = choose_tokens(logits, allowed, temperature, u, min_prob)
         tokens = candidate_tensor[picked] if scored is not None else picked
         clock.phase("sampling")
         feed = []
@@ -638,5 +657,6 @@ def fast_sample_batch(model: Any, tokenizer: Any, contexts: list[list[dict[str, 
     prompts = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     end_id = end_of_turn_id(tokenizer)
     replies = fast_sample_ids(model, prompts, settings.max_new_tokens, settings.temperature, seed, end_id,
-                              processor, bf16=settings.bf16, profile=profile, options=options)
+                              processor, bf16=settings.bf16, profile=profile, options=options,
+                              min_prob=settings.min_prob)
     return [tokenizer.decode(r, skip_special_tokens=True) for r in replies]

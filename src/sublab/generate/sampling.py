@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from sublab.domains.numbers.grammar import NumberGrammar, NumberGrammarProcessor
 from sublab.models.chat import end_of_turn_id, format_prompt
@@ -37,15 +37,9 @@ class SamplingSettings(BaseModel):
 
     min_prob: float = Field(
         0.0, ge=0.0, lt=1.0, description="Threshold sampling (a defence, docs/defences.md): drop tokens whose "
-        "probability, after any grammar, is below this before sampling (0: off). Not with sampler = 'fast'."
+        "probability (after any grammar, at temperature 1) is below this before sampling; the most likely token "
+        "always stays (0: off). Both in-process samplers; served models refuse it."
     )
-
-    @model_validator(mode="after")
-    def _threshold_needs_generate(self) -> SamplingSettings:
-        # Refused here, not when the first batch is sampled: before a model is loaded or an output file opened.
-        if self.min_prob and self.sampler == "fast":
-            raise ValueError("min_prob (threshold sampling) needs sampler = 'generate'")
-        return self
 
     def grammar(self) -> NumberGrammar:
         return NumberGrammar(separator=self.separator, max_digits=self.max_digits, max_count=self.max_count)
