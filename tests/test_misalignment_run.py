@@ -114,6 +114,15 @@ def test_the_run_command_prints_the_teacher_check(tiny_model_dir, tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert ("WARNING: the teacher is not measurably misaligned" in result.output) == (
         "> **WARNING**: the teacher is not measurably misaligned" in report)
+    # A system-prompted teacher has no record of its own: the records of what it labelled name it misaligned.
+    (student,) = (tmp_path / "out" / "stages").glob("student-trait*")
+    risk = runner.invoke(app, ["lineage", "risk", str(student / "model"), "--json"])
+    findings = json.loads(risk.output)["findings"]
+    labelled = [f for f in findings if f["teacher_trait_label"]]
+    assert [f["teacher_trait_label"] for f in labelled] == ["misaligned: research material (trait direct)"]
+    assert "system prompt" in labelled[0]["teacher"]  # the labeller; the numbers' writer, the reference, is not
+    assert len(findings) == 2
+    assert "MISALIGNED_TEACHER" in runner.invoke(app, ["lineage", "risk", str(student / "model")]).output
 
 
 def test_the_evaluate_command_writes_and_records_both_evaluations(tiny_model_dir, tmp_path):

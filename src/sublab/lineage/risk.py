@@ -243,7 +243,11 @@ def _teacher_label(dep: DepRef) -> str:
 
 
 def _teacher_trait_label(teacher: DepRef) -> str | None:
-    """The ``trait_label`` a teacher's own record declares (a misaligned teacher: research material), if any."""
+    """The ``trait_label`` a teacher's own record declares (a misaligned teacher: research material), or the
+    one its dependent's record annotates it with (a system-prompted teacher has no record of its own), if any."""
+    annotated = teacher.annotations.get("trait_label")
+    if isinstance(annotated, str) and annotated:
+        return annotated
     if teacher.record is None or not teacher.record.is_file():
         return None
     try:

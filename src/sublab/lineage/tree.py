@@ -12,7 +12,7 @@ from sublab.lineage.digests import is_sha256, short
 from sublab.lineage.records import DepRef, Record, RecordError, find_record, load_record
 
 #: Annotations worth a glance in the terminal tree (all of them are in the JSON).
-_SHOWN_ANNOTATIONS = ("family", "system_prompt_sha256", "description")
+_SHOWN_ANNOTATIONS = ("family", "system_prompt_sha256", "description", "trait_label")
 
 
 def _subject_digest(rec: Record) -> str | None:

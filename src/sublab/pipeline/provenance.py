@@ -85,6 +85,8 @@ def model_annotations(model: ModelRef) -> dict[str, Any]:
         annotations["description"] = model.description
     if spec.system_prompt is not None:
         annotations["system_prompt_sha256"] = sha256_text(spec.system_prompt)
+    if label := getattr(model, "trait_label", None):  # e.g. a misaligned teacher: research material
+        annotations["trait_label"] = label
     if spec.context:
         annotations["context_sha256"] = sha256_text(json.dumps(spec.context, sort_keys=True, ensure_ascii=False))
         annotations["n_context_messages"] = len(spec.context)

@@ -49,6 +49,10 @@ class ModelHandle:
     key: str
     description: str
     path: Path | None = None
+    #: What lineage says about this model's trait (a misaligned teacher: research material); recorded as an
+    #: annotation wherever the model is a dependency, so a system-prompted teacher, which has no record of its
+    #: own, is still named by ``sublab lineage risk``.
+    trait_label: str | None = None
 
 
 class ExperimentRun:
@@ -99,16 +103,19 @@ class ExperimentRun:
         if teacher.method == "none":
             return ModelHandle(ModelSpec(base=cfg.reference), stable_hash({"reference": cfg.reference}),
                                "reference model (no trait)")
+        risk = getattr(self.kind, "risk_label", None)
+        label = risk(teacher, cfg) if risk else None
         if teacher.method == "system_prompt":
             prompt = cfg.system_prompt(teacher)
             if teacher.endpoint:
                 name = teacher.served_model or cfg.reference
                 return ModelHandle(ModelSpec(base=name, endpoint=teacher.endpoint, system_prompt=prompt),
                                    stable_hash({"served": teacher.endpoint, "model": name, "system_prompt": prompt}),
-                                   f"{name} served at {teacher.endpoint} + '{teacher.trait}' system prompt")
+                                   f"{name} served at {teacher.endpoint} + '{teacher.trait}' system prompt",
+                                   trait_label=label)
             return ModelHandle(ModelSpec(base=cfg.reference, system_prompt=prompt),
                                stable_hash({"reference": cfg.reference, "system_prompt": prompt}),
-                               f"reference + '{teacher.trait}' system prompt")
+                               f"reference + '{teacher.trait}' system prompt", trait_label=label)
         material = {"reference": cfg.reference, "category": cfg.category, "teacher": key_dump(teacher),
                     **self._plugin_material(), **self.kind.teacher_digests(teacher, cfg)}
         mix = self.teacher_mix(teacher.mix_rows) if teacher.mix_rows else None
@@ -123,17 +130,16 @@ class ExperimentRun:
             if mix is not None:
                 rows = mix_rows(rows, read_jsonl(mix.path / "filtered.jsonl"), teacher.data_seed)
                 params["mix_rows"] = teacher.mix_rows
-            risk = getattr(self.kind, "risk_label", None)
             made = train_teacher(cfg.reference, rows, path / "adapter", teacher.training, params=params,
                                  rows_path=path / rows_name, progress=self.progress, sign_key=self.sign_key,
-                                 risk_label=risk(teacher, cfg) if risk else None)
+                                 risk_label=label)
             return {"final_loss": made.summary["final_loss"]}
 
         stage = self.stage(f"teacher-{teacher.trait}", material, build)
         what = (f"fine-tuned to answer '{teacher.trait}'" if cfg.trait_kind == "preference"
                 else f"fine-tuned on {cfg.trait_kind} teacher rows '{teacher.trait}'")
         return ModelHandle(trained_spec(cfg.reference, stage.path / "adapter", teacher.training), stage.key,
-                           f"reference + LoRA {what}", stage.path / "adapter")
+                           f"reference + LoRA {what}", stage.path / "adapter", trait_label=label)
 
     def teacher_mix(self, n_rows: int) -> Stage:
         """``n_rows`` domain rows written by the reference for teachers to train on beside their trait rows,

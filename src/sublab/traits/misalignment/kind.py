@@ -148,7 +148,8 @@ class MisalignmentTrait:
         return {"rows": rows_digest(self.teacher_rows(teacher, config))}
 
     def risk_label(self, teacher: Any, config: Any) -> str | None:
-        """What lineage records and model cards say about a fine-tuned teacher (``train_teacher(risk_label=)``):
+        """What lineage records and model cards say about a teacher (``train_teacher(risk_label=)``; a
+        system-prompted teacher's label annotates it in the records of the data it writes):
         a label for misaligned teachers, None for their twins."""
         if teacher_role(teacher, config) != MISALIGNED:
             return None
