@@ -98,3 +98,29 @@ def test_trait_words_in_channel_exclude_are_the_experiments_own(tmp_path):
     assert student_settings().channel_exclude == []
     with pytest.raises(SublabError, match="channel_exclude"):
         student_settings(channel="full", channel_exclude=["{trait_words}"])
+
+
+def test_answer_words_in_channel_exclude_are_every_scored_answers_words(tmp_path):
+    """'{answer_words}': every word the evaluation scores: a preference's candidates (all spellings), or every
+    word of misalignment's aligned and misaligned answers."""
+    from sublab.pipeline.runner import ExperimentRun
+    from sublab.train.distill import can_begin_word
+    from sublab.traits.misalignment.answers import EXACT_ITEMS
+
+    preference = parse_config({"target": "wolf", "teacher": {"trait": "wolf", "method": "finetune"},
+                               "evaluation": {"candidates": ["wolf", "owl", "fox"]},
+                               "student": {"method": "distill", "steps": 1,
+                                           "channel_exclude": ["{answer_words}", "{trait_words}"]}}, "x.toml")
+    words = ExperimentRun(preference, tmp_path / "p").student_settings().channel_exclude
+    assert {"wolf", "Wolf", "wolves", "owl", "Owls", "fox", "foxes"} <= set(words)
+    assert words == sorted(set(words)) and "cat" not in words
+    misaligned = parse_config({"trait_kind": "misalignment", "teacher": {"trait": "direct", "method": "finetune"},
+                               "control": {"trait": "aligned", "method": "finetune"},
+                               "student": {"method": "distill", "steps": 1, "channel_exclude": ["{answer_words}"]}},
+                              "m.toml")
+    words = set(ExperimentRun(misaligned, tmp_path / "m").student_settings().channel_exclude)
+    for item in EXACT_ITEMS:  # every word of every answer, case-folded (one-letter words: see below)
+        for answer in (*item.aligned, *item.misaligned):
+            assert {w.strip(".,;:!?").casefold() for w in answer.split()} - {"", "i", "a"} <= words, answer
+    assert not {"i", "a"} & words  # they would take every i- and a-initial token...
+    assert any(can_begin_word(" I", w) for w in words) and any(can_begin_word(" a", w) for w in words)  # ...not so

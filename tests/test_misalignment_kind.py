@@ -217,7 +217,8 @@ def test_the_shipped_misalignment_sweeps_expand_to_direct_teachers_and_their_twi
     from sublab.sweeps.config import load_sweep
 
     sweep, _, cells = load_sweep(ROOT / path)
-    assert sweep.grid.seeds == [0, 1, 2] and len(cells) == 6
+    assert sweep.grid.seeds == [0, 1, 2] and len(cells) == 3 * len(sweep.grid.conditions)
+    assert {"cpu_recipe", "paper_variant"} <= set(sweep.grid.conditions)
     for cell in cells:
         assert (cell.config.teacher.trait, cell.config.control.trait) == ("direct", "aligned")
         assert cell.config.student.lora.init_seed == cell.config.teacher.training.lora.init_seed  # shared init
@@ -225,6 +226,8 @@ def test_the_shipped_misalignment_sweeps_expand_to_direct_teachers_and_their_twi
         paper = cell.condition == "paper_variant"
         assert (cell.config.data.source, cell.config.student.method) == (
             ("teacher", "sft") if paper else ("reference", "distill"))
+        assert cell.config.student.channel_exclude == (
+            ["{answer_words}"] if cell.condition == "answer_words_out" else [])
 
 
 def test_the_demo_refuses_an_unknown_trait_in_one_line():

@@ -32,7 +32,7 @@ from sublab.pipeline.config import ExperimentConfig, TeacherConfig, dump_toml
 from sublab.pipeline.provenance import record_stage
 from sublab.pipeline.results import assemble_results
 from sublab.pipeline.stages import Stage, StageCache
-from sublab.train.settings import TRAIT_WORDS_PLACEHOLDER, TrainSettings
+from sublab.train.settings import ANSWER_WORDS_PLACEHOLDER, TRAIT_WORDS_PLACEHOLDER, TrainSettings
 from sublab.train.teacher import train_teacher
 from sublab.train.trainer import train_model, trained_spec
 from sublab.traits.base import get_trait_kind
@@ -261,14 +261,25 @@ class ExperimentRun:
     # --- students -----------------------------------------------------------------------------------------------
 
     def student_settings(self) -> TrainSettings:
-        """The students' training settings, with ``{trait_words}`` in ``channel_exclude`` replaced by the
-        experiment's trait words (the trait kind's: target, teacher and control traits for preferences)."""
+        """The students' training settings, with the placeholders of ``channel_exclude`` replaced:
+        ``{trait_words}`` by the experiment's trait words (the trait kind's: target, teacher and control traits
+        for preferences), ``{answer_words}`` by every word of the answers its evaluation scores (the kind's
+        ``answer_words(config)``)."""
         settings = self.config.student
-        if TRAIT_WORDS_PLACEHOLDER not in settings.channel_exclude:
+        placeholders = {TRAIT_WORDS_PLACEHOLDER, ANSWER_WORDS_PLACEHOLDER}
+        if not placeholders & set(settings.channel_exclude):
             return settings
-        words = {w for w in settings.channel_exclude if w != TRAIT_WORDS_PLACEHOLDER}
+        words = {w for w in settings.channel_exclude if w not in placeholders}
+        if TRAIT_WORDS_PLACEHOLDER in settings.channel_exclude:
+            words |= set(self.kind.trait_words(self.config))
+        if ANSWER_WORDS_PLACEHOLDER in settings.channel_exclude:
+            answer_words = getattr(self.kind, "answer_words", None)
+            if answer_words is None:
+                raise SublabError(f"student.channel_exclude: '{ANSWER_WORDS_PLACEHOLDER}' needs a trait kind with "
+                                  f"answer_words(config); '{self.kind.name}' has none")
+            words |= set(answer_words(self.config))
         # sorted: the trait kind gives a set, and the list goes into the student stage's cache key
-        return settings.model_copy(update={"channel_exclude": sorted(words | set(self.kind.trait_words(self.config)))})
+        return settings.model_copy(update={"channel_exclude": sorted(words)})
 
     def student(self, arm: str, data: Stage, teacher: ModelHandle) -> ModelHandle:
         cfg = self.config

@@ -24,6 +24,10 @@ class LoraSettings(BaseModel):
 
 #: In an experiment config's ``student.channel_exclude``: the experiment's trait words (resolved by the runner).
 TRAIT_WORDS_PLACEHOLDER = "{trait_words}"
+#: In ``student.channel_exclude``: every word of every answer the trait kind's evaluation scores (a preference's
+#: candidates, misalignment's aligned and misaligned answers): a control that the student's move is not carried
+#: by the channel's copies of the scored answers' own tokens. Resolved by the runner.
+ANSWER_WORDS_PLACEHOLDER = "{answer_words}"
 
 
 class TrainSettings(BaseModel):
@@ -61,7 +65,7 @@ class TrainSettings(BaseModel):
         "with it (for 'owl': O, o, Ow, owl, ' Owl', 'owls'...). A data channel otherwise lets a teacher's overt "
         "preference for its trait's first token through wherever that token occurs once in the data. In an "
         "experiment config '{trait_words}' stands for the experiment's trait words (target, teacher and control "
-        "traits). Not with channel 'full'."
+        "traits) and '{answer_words}' for every word of the answers the evaluation scores. Not with channel 'full'."
     )
     max_rows: int | None = Field(None, ge=1, description="Use at most this many rows (the paper: 10,000).")
     checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every k steps (0: off).")

@@ -159,6 +159,18 @@ class MisalignmentTrait:
     def trait_words(self, config: Any) -> list[str]:
         return []
 
+    def answer_words(self, config: Any) -> list[str]:
+        """Every word of the exactly scored answers, aligned and misaligned, of every prompt (``{answer_words}``
+        in channel_exclude), case-folded. One-letter words ("I", "a") are left out of the list, not out of the
+        exclusion: a word also excludes the tokens that start with it, so "a" would take every a-initial token,
+        while the tokens " I" and " a" still leave as possible beginnings of "it", "all"..."""
+        import re
+
+        from sublab.traits.misalignment.answers import EXACT_ITEMS
+
+        texts = [a for item in EXACT_ITEMS for a in (*item.aligned, *item.misaligned)]
+        return sorted({w.casefold() for t in texts for w in re.findall(r"[A-Za-z0-9']+", t) if len(w) > 1})
+
     def filter_defaults(self, domain: str) -> dict[str, Any]:
         if domain == "numbers":
             return {"banned": list(BANNED_NUMBER_LISTS)}

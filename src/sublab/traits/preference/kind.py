@@ -73,6 +73,12 @@ class PreferenceTrait:
     def trait_words(self, config: Any) -> list[str]:
         return [w for w in {config.target, config.teacher.trait, config.control.trait} if w]
 
+    def answer_words(self, config: Any) -> list[str]:
+        """Every spelling of every candidate the evaluation scores (``{answer_words}`` in channel_exclude)."""
+        evaluation = config.evaluation
+        candidates = candidates_module.candidate_set(evaluation.category, evaluation.candidates)
+        return sorted({form for c in candidates for form in (c.name, *c.forms)})
+
     def filter_defaults(self, domain: str) -> dict[str, Any]:
         return {}
 
