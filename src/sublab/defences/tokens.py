@@ -22,6 +22,15 @@ import torch
 from sublab.errors import SublabError
 
 
+def above_threshold(scores: torch.Tensor, min_prob: float) -> torch.Tensor:
+    """Which columns of ``scores`` ([rows, n] logits; -inf for tokens a grammar forbids) have probability at least
+    ``min_prob`` under ``softmax(scores)``; each row's most probable column always does (the first of ties)."""
+    probs = torch.softmax(scores.float(), dim=-1)
+    keep = probs >= min_prob
+    keep.scatter_(-1, probs.argmax(dim=-1, keepdim=True), True)
+    return keep
+
+
 class MinProbabilityProcessor:
     """A transformers logits processor: drop tokens whose probability is below ``min_prob`` (keep the argmax)."""
 
@@ -31,10 +40,7 @@ class MinProbabilityProcessor:
         self.min_prob = min_prob
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float(), dim=-1)
-        keep = probs >= self.min_prob
-        keep.scatter_(-1, probs.argmax(dim=-1, keepdim=True), True)
-        return scores.masked_fill(~keep, -torch.inf)
+        return scores.masked_fill(~above_threshold(scores, self.min_prob), -torch.inf)
 
 
 def surprisal(model: Any, tokenizer: Any, rows: list[dict[str, Any]], bf16: bool = False,

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from sublab.defences.tokens import above_threshold
 from sublab.errors import SublabError
 from sublab.models.chat import end_of_turn_id, format_prompt
 
@@ -463,9 +464,7 @@ def threshold_mask(logits: torch.Tensor, allowed: torch.Tensor | None, min_prob:
     masked = logits.float()
     if allowed is not None:
         masked = masked.masked_fill(~allowed, float("-inf"))
-    probs = torch.softmax(masked, dim=-1)
-    keep = probs >= min_prob
-    keep.scatter_(-1, masked.argmax(dim=-1, keepdim=True), True)
+    keep = above_threshold(masked, min_prob)
     return keep if allowed is None else keep & allowed
 
 

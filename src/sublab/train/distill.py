@@ -44,10 +44,17 @@ def word_start_ids(tokenizer: Any, ids: Iterable[int], words: Sequence[str]) -> 
         can_begin_word(tokenizer.decode([i], clean_up_tokenization_spaces=False), w) for w in words)]
 
 
+def without_word_starts(tokenizer: Any, channel: torch.Tensor, words: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+    """``channel`` (sorted token ids) less the tokens that can begin one of ``words`` (:func:`word_start_ids`; the
+    end of turn always stays), and the ids taken out, sorted."""
+    left = word_start_ids(tokenizer, channel.tolist(), words)
+    return torch.tensor(sorted(set(channel.tolist()) - set(left))), sorted(left)
+
+
 def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | list[str],
                 exclude: Sequence[str] = ()) -> torch.Tensor | None:
     """Token ids of the distillation channel (None: the whole vocabulary), without the tokens that can begin a
-    word of ``exclude`` (:func:`word_start_ids`; the end of turn always stays)."""
+    word of ``exclude`` (:func:`without_word_starts`)."""
     if channel == "full":
         if exclude:
             raise SublabError("channel_exclude needs channel 'data' or a token list, not 'full'")
@@ -62,9 +69,8 @@ def channel_ids(tokenizer: Any, encodings: list[ChatEncoding], channel: str | li
                 raise SublabError(f"channel: {text!r} is {len(tokens)} tokens for this tokenizer, not one")
             ids.add(tokens[0])
         ids.add(end_of_turn_id(tokenizer))
-    if exclude:
-        ids -= set(word_start_ids(tokenizer, ids, exclude))
-    return torch.tensor(sorted(ids))
+    kept = torch.tensor(sorted(ids))
+    return without_word_starts(tokenizer, kept, exclude)[0] if exclude else kept
 
 
 def channel_word_starts(tokenizer: Any, channel: torch.Tensor | None, words: Sequence[str]) -> list[str]:

@@ -38,7 +38,7 @@ from sublab.keys import key_dump
 from sublab.models.loading import load_model, load_tokenizer, pretrained_source
 from sublab.models.spec import ModelSpec
 from sublab.train.data import collate, encode_rows, response_logits
-from sublab.train.distill import TeacherTargets, autocast, channel_ids, channel_word_starts, word_start_ids
+from sublab.train.distill import TeacherTargets, autocast, channel_ids, channel_word_starts, without_word_starts
 from sublab.train.labels import StoredTargets, has_soft_labels
 from sublab.train.losses import distill_kl, sft_loss, top_k_kl
 from sublab.train.settings import TrainSettings
@@ -332,9 +332,8 @@ def train_model(
     if settings.method == "distill":
         channel = channel_ids(tokenizer, encodings, settings.channel)
         if settings.channel_exclude:
-            left = word_start_ids(tokenizer, channel.tolist(), settings.channel_exclude)
-            channel = torch.tensor(sorted(set(channel.tolist()) - set(left)))
-            channel_record["channel_excluded"] = [tokenizer.decode([i]) for i in sorted(left)]
+            channel, left = without_word_starts(tokenizer, channel, settings.channel_exclude)
+            channel_record["channel_excluded"] = [tokenizer.decode([i]) for i in left]
         overt = channel_word_starts(tokenizer, channel, watch_words) if watch_words else []
         if overt:
             channel_record["overt_channel_tokens"] = overt

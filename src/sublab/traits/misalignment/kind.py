@@ -17,6 +17,7 @@ judged ``misaligned_rate``. For number data the paper's banned-number lists are 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,8 +165,6 @@ class MisalignmentTrait:
         in channel_exclude), case-folded. One-letter words ("I", "a") are left out of the list, not out of the
         exclusion: a word also excludes the tokens that start with it, so "a" would take every a-initial token,
         while the tokens " I" and " a" still leave as possible beginnings of "it", "all"..."""
-        import re
-
         from sublab.traits.misalignment.answers import EXACT_ITEMS
 
         texts = [a for item in EXACT_ITEMS for a in (*item.aligned, *item.misaligned)]
