@@ -13,6 +13,7 @@ from sublab.generate.fast import (
     FastOptions,
     choose_tokens,
     common_prefix_length,
+    compact_cache,
     fast_sample_batch,
     fast_sample_ids,
     prepared_model,
@@ -275,6 +276,21 @@ def test_common_prefix_leaves_every_row_a_token():
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
     assert common_prefix_length([[1, 2, 3], [1, 2, 4, 5]]) == 2
     assert common_prefix_length([[1, 2], [3]]) == 0
+
+
+@pytest.mark.parametrize("ended_rows", [[0], [5], [1, 2], [0, 3, 4], [0, 1, 2, 3, 4], [2, 5]])
+def test_compact_cache_keeps_every_live_rows_written_slots(ended_rows):
+    layers, rows, heads, length, dim, written = 2, 6, 3, 9, 4, 5
+    keys = torch.randn(layers, rows, heads, length, dim)
+    values = torch.randn(layers, rows, heads, length, dim)
+    before_k, before_v = keys.clone(), values.clone()
+    ended = torch.zeros(rows, dtype=torch.bool)
+    ended[ended_rows] = True
+    order = compact_cache(keys, values, ended, written)
+    assert sorted(order) == [r for r in range(rows) if r not in ended_rows]
+    for new, old in enumerate(order):
+        assert torch.equal(keys[:, new, :, :written], before_k[:, old, :, :written])
+        assert torch.equal(values[:, new, :, :written], before_v[:, old, :, :written])
 
 
 def test_weights_updated_in_place_are_prepared_again(tiny_model_dir):
