@@ -98,11 +98,16 @@ class TeacherConfig(BaseModel):
         return self
 
 
+#: Added to ``data.seed`` for the control arm's sampling when ``data.arm_seeds = "independent"`` (a prime far
+#: from the sweep's per-seed shifts, so no other cell's trait arm samples with it).
+CONTROL_SAMPLING_OFFSET = 1_000_003
+
+
 class DataConfig(BaseModel):
     """The trait-unrelated data students are trained on, in one data domain (numbers, code, ...)."""
 
     model_config = ConfigDict(extra="forbid")
-    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"domain"})  # see sublab.keys
+    KEY_ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset({"domain", "arm_seeds"})  # see sublab.keys
 
     domain: str = Field("numbers", description="The data domain (sublab.domains): numbers, or another "
                         "registered domain. It decides what 'prompts' and 'filter' hold.")
@@ -114,6 +119,12 @@ class DataConfig(BaseModel):
     prompts: SerializeAsAny[BaseModel] | None = Field(None, description="The domain's prompt settings.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     seed: int = Field(1, description="Sampling seed.")
+    arm_seeds: Literal["shared", "independent"] = Field(
+        "shared", description="'shared': both arms sample with `seed` (the fast sampler then couples their rows: "
+        "common random numbers, identical rows wherever the teachers agree); 'independent': the control arm "
+        f"samples with `seed` + {CONTROL_SAMPLING_OFFSET}, so the two arms' datasets are independent samples "
+        "(with source 'reference', two samples of the reference)."
+    )
     filter: SerializeAsAny[BaseModel] | None = Field(None, description="The domain's filter settings.")
     max_kept: int | None = Field(None, ge=1, description="Keep at most this many filtered rows (paper: 10,000).")
     trait_word_filter: bool = Field(True, description="Also reject rows that mention the trait word.")
@@ -122,6 +133,12 @@ class DataConfig(BaseModel):
         "(numbers: 'within' or 'across', the shuffled-numbers control: permute the kept replies' numbers within "
         "each reply or across replies; layout and the multiset of numbers are kept); 'none': off."
     )
+
+    def sampling_seed(self, arm: str) -> int:
+        """The sampling seed of ``arm``'s dataset ("trait", "control", "both", or a teacher's "mix")."""
+        if self.arm_seeds == "independent" and arm == "control":
+            return self.seed + CONTROL_SAMPLING_OFFSET
+        return self.seed
 
     @field_validator("domain")
     @classmethod
@@ -233,7 +250,8 @@ class ExperimentConfig(BaseModel):
             "control_answers": self.control.data_seed, "control_lora_init": self.control.training.lora.init_seed,
             "student_lora_init": self.student.lora.init_seed, "student_batch_order": self.student.seed,
             "evaluation": getattr(self.evaluation, "seed", None),
-        }
+        } | ({"control_sampling": self.data.sampling_seed("control")} if self.data.arm_seeds == "independent"
+             else {})
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:

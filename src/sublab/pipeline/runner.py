@@ -199,15 +199,16 @@ class ExperimentRun:
         transformed, except for a teacher's mix: ``prefix`` "mix-")."""
         data = self.config.data
         prompts = prompts or self.prompts()
+        seed = data.sampling_seed(arm)
         gen_material = {"prompts": prompts.key, "writer": writer.key, "sampling": key_dump(data.sampling),
-                        "seed": data.seed}
+                        "seed": seed}
 
         def generate(path: Path) -> dict[str, Any]:
             from sublab.backends.base import load_backend
 
             backend = load_backend(writer.spec)
             summary = sample_rows(backend, read_jsonl(prompts.path / "prompts.jsonl"), path / "raw.jsonl",
-                                  data.sampling, data.seed, system_prompt=writer.spec.system_prompt,
+                                  data.sampling, seed, system_prompt=writer.spec.system_prompt,
                                   source=writer.description, progress=self.progress,
                                   model_id=model_identity(writer.spec),
                                   constraint=self.domain.constraint(data.sampling))
@@ -372,8 +373,11 @@ def _build_all(run: ExperimentRun, config: ExperimentConfig) -> dict[str, dict[s
     control_teacher = run.teacher("control", config.control)
     trait_words = run.kind.trait_words(config)
     reference = run.reference()
-    if config.data.source == "reference":
+    if config.data.source == "reference" and config.data.arm_seeds == "shared":
         trait_data = control_data = run.dataset("both", reference, trait_words)
+    elif config.data.source == "reference":  # two independent samples of the reference
+        trait_data = run.dataset("trait", reference, trait_words)
+        control_data = run.dataset("control", reference, trait_words)
     else:
         trait_data = run.dataset("trait", trait_teacher, trait_words)
         control_data = run.dataset("control", control_teacher, trait_words)
