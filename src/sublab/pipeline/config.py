@@ -243,6 +243,7 @@ class ExperimentConfig(BaseModel):
 
     def seeds(self) -> dict[str, int | None]:
         """Every seed of the experiment, by role (results.json and a sweep cell's record list the same)."""
+        control_sampling = self.data.sampling_seed("control")
         return {
             "prompts": getattr(self.data.prompts, "seed", None), "sampling": self.data.seed,
             "teacher_answers": self.teacher.data_seed, "teacher_batch_order": self.teacher.training.seed,
@@ -250,8 +251,7 @@ class ExperimentConfig(BaseModel):
             "control_answers": self.control.data_seed, "control_lora_init": self.control.training.lora.init_seed,
             "student_lora_init": self.student.lora.init_seed, "student_batch_order": self.student.seed,
             "evaluation": getattr(self.evaluation, "seed", None),
-        } | ({"control_sampling": self.data.sampling_seed("control")} if self.data.arm_seeds == "independent"
-             else {})
+        } | ({"control_sampling": control_sampling} if control_sampling != self.data.seed else {})
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:

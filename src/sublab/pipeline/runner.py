@@ -375,12 +375,10 @@ def _build_all(run: ExperimentRun, config: ExperimentConfig) -> dict[str, dict[s
     reference = run.reference()
     if config.data.source == "reference" and config.data.arm_seeds == "shared":
         trait_data = control_data = run.dataset("both", reference, trait_words)
-    elif config.data.source == "reference":  # two independent samples of the reference
-        trait_data = run.dataset("trait", reference, trait_words)
-        control_data = run.dataset("control", reference, trait_words)
-    else:
-        trait_data = run.dataset("trait", trait_teacher, trait_words)
-        control_data = run.dataset("control", control_teacher, trait_words)
+    else:  # each arm's own sample: of its teacher, or (independent seeds) of the reference
+        by_teacher = config.data.source == "teacher"
+        trait_data = run.dataset("trait", trait_teacher if by_teacher else reference, trait_words)
+        control_data = run.dataset("control", control_teacher if by_teacher else reference, trait_words)
     control_student = run.student("control", control_data, control_teacher)
     trait_student = run.student("trait", trait_data, trait_teacher)
 
