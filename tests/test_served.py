@@ -96,6 +96,11 @@ def served_dir(tiny_model_dir, tmp_path_factory) -> str:
     config = json.loads((folder / "generation_config.json").read_text())
     config.update(do_sample=True, top_k=0, top_p=1.0)
     (folder / "generation_config.json").write_text(json.dumps(config))
+    # A judge prompt is ~600 characters, one token each here; transformers serve (>= 5.25) refuses a prompt longer
+    # than max_position_embeddings. RoPE has no position weights, so a longer window changes no weight.
+    model_config = json.loads((folder / "config.json").read_text())
+    model_config["max_position_embeddings"] = 2048
+    (folder / "config.json").write_text(json.dumps(model_config))
     return str(folder)
 
 
