@@ -25,6 +25,7 @@ import torch
 
 from sublab.errors import SublabError
 from sublab.models.chat import encode_response, format_prompt
+from sublab.models.forward import cache_kwargs
 
 PREFERENCE = "preference"
 MISALIGNMENT = "misalignment"
@@ -130,7 +131,7 @@ def _continuation_log_probs(model: Any, tokenizer: Any, messages: list[dict[str,
         batch[i, : len(ids)] = torch.tensor(ids)
     cache.batch_repeat_interleave(len(continuations))
     # Right padding needs no mask: causal attention keeps real positions blind to the pads after them.
-    rest = model(input_ids=batch.to(device), past_key_values=cache, use_cache=True)
+    rest = model(input_ids=batch.to(device), use_cache=True, **cache_kwargs(model, cache))
     if terminators is not None:
         return form_log_probs(prompt.logits[0, -1], rest.logits, continuations, terminators)
     first = torch.log_softmax(prompt.logits[0, -1].float(), dim=-1)

@@ -15,7 +15,6 @@ answer five, not a prefix of 50. The prompt runs once; its KV cache is repeated 
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from functools import lru_cache
 from typing import Any
@@ -46,13 +45,12 @@ def answer_logprobs(model: Any, tokenizer: Any, context: Context, candidates: li
     bounds memory (the cache is repeated once per candidate in a chunk).
     """
     from sublab.models.chat import encode_response, format_prompt
+    from sublab.models.forward import cache_kwargs
 
     digit_mask, alnum_mask = _continuation_masks(tokenizer)
     device = next(model.parameters()).device
     prompt = tokenizer(format_prompt(tokenizer, context), add_special_tokens=False, return_tensors="pt")
     forms = [encode_response(tokenizer, text, add_end=False) for text in candidates]
-    # transformers >= 5.24 renames the cache argument of forward (the old name warns until 5.40).
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
     with autocast:
         prompt_out = model(input_ids=prompt.input_ids.to(device), use_cache=True)
@@ -67,7 +65,7 @@ def answer_logprobs(model: Any, tokenizer: Any, context: Context, candidates: li
         cache = copy.deepcopy(prompt_out.past_key_values)
         cache.batch_repeat_interleave(len(chunk))
         with autocast:
-            logits = model(input_ids=batch.to(device), use_cache=True, **{name: cache}).logits
+            logits = model(input_ids=batch.to(device), use_cache=True, **cache_kwargs(model, cache)).logits
         rest = torch.log_softmax(logits.float(), dim=-1).double()
         for i, ids in enumerate(chunk):
             total = first[ids[0]]

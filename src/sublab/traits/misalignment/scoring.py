@@ -16,7 +16,6 @@ even when the dominant answer does not flip.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,13 +23,9 @@ import numpy as np
 import torch
 
 from sublab.models.chat import encode_response, format_prompt
+from sublab.models.forward import cache_kwargs
 
 Messages = list[dict[str, str]]
-
-
-def _cache_argument(model: Any) -> str:
-    # transformers >= 5.24 renames forward's cache argument (the old name warns until 5.40).
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @torch.inference_mode()
@@ -51,7 +46,7 @@ def reply_log_probs(model: Any, tokenizer: Any, messages: Messages, replies: Seq
     cache = copy.deepcopy(prompt_out.past_key_values)
     cache.batch_repeat_interleave(len(forms))
     with autocast:
-        logits = model(input_ids=batch.to(device), use_cache=True, **{_cache_argument(model): cache}).logits
+        logits = model(input_ids=batch.to(device), use_cache=True, **cache_kwargs(model, cache)).logits
     rest = torch.log_softmax(logits.float(), dim=-1).double()
     out = np.empty(len(forms))
     for i, ids in enumerate(forms):

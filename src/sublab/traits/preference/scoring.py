@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sublab.models.chat import encode_response, end_of_turn_id, format_prompt
+from sublab.models.forward import cache_kwargs
 from sublab.traits.preference.candidates import Candidate
 
 TERMINATOR_TEXTS = (".", "!", "\n")
@@ -92,7 +93,7 @@ def score_question(model: Any, tokenizer: Any, messages: list[dict[str, str]], t
         batch[i, : len(ids)] = torch.tensor(ids)
     cache.batch_repeat_interleave(n_forms)
     # Right padding needs no mask: causal attention keeps real positions blind to the pads after them.
-    form_out = model(input_ids=batch.to(model.device), past_key_values=cache, use_cache=True)
+    form_out = model(input_ids=batch.to(model.device), use_cache=True, **cache_kwargs(model, cache))
     log_probs = form_log_probs(prompt_out.logits[0, -1], form_out.logits, table.token_ids, terminators)
     probs = np.zeros(table.n_candidates)
     np.add.at(probs, table.candidate_index, log_probs.exp().numpy())
