@@ -75,3 +75,26 @@ def test_form_table_drops_duplicates(tiny):
                                              ("The owl", None), ("", None), ("Cat, definitely", "cat")])
 def test_normalize_answer(reply, name):
     assert normalize_answer(reply, candidate_set("animal")) == name
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2, 5])
+def test_continuation_logits_match_each_full_sequence_in_every_chunking(tiny, chunk_size):
+    from sublab.models.forward import continuation_logits
+
+    model, tokenizer = tiny
+    prompt = tokenizer(format_prompt(tokenizer, [{"role": "user", "content": "Name a number."}]),
+                       add_special_tokens=False).input_ids
+    continuations = [encode_response(tokenizer, text, add_end=False) for text in ("7", "42", "owl", "1, 2, 3", "z")]
+    with torch.no_grad():
+        prompt_logits, chunks = continuation_logits(model, torch.tensor([prompt]), continuations,
+                                                    tokenizer.pad_token_id, chunk_size)
+        seen = []
+        for start, logits in chunks:
+            assert len(logits) <= (chunk_size or len(continuations))
+            for i, ids in enumerate(continuations[start : start + len(logits)]):
+                full = model(torch.tensor([prompt + ids])).logits[0]
+                torch.testing.assert_close(prompt_logits, full[len(prompt) - 1], rtol=1e-4, atol=1e-5)
+                # Position t of the continuation's logits predicts its token t + 1; pads after it are ignored.
+                torch.testing.assert_close(logits[i, : len(ids)], full[len(prompt):], rtol=1e-4, atol=1e-5)
+                seen.append(start + i)
+    assert seen == list(range(len(continuations)))

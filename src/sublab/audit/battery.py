@@ -25,7 +25,7 @@ import torch
 
 from sublab.errors import SublabError
 from sublab.models.chat import encode_response, format_prompt
-from sublab.models.forward import cache_kwargs
+from sublab.models.forward import continuation_logits
 
 PREFERENCE = "preference"
 MISALIGNMENT = "misalignment"
@@ -110,11 +110,6 @@ def trait_names(groups: list[TraitGroup]) -> list[str]:
 # --- scoring ---------------------------------------------------------------------------------------------------
 
 
-def _prompt_ids(tokenizer: Any, messages: list[dict[str, str]], device: Any) -> torch.Tensor:
-    ids = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt").input_ids
-    return ids.to(device)
-
-
 def _continuation_log_probs(model: Any, tokenizer: Any, messages: list[dict[str, str]],
                             continuations: list[list[int]], terminators: list[int] | None) -> torch.Tensor:
     """log P(continuation | prompt) for each continuation (token ids), one prompt pass whose KV cache is
@@ -122,20 +117,13 @@ def _continuation_log_probs(model: Any, tokenizer: Any, messages: list[dict[str,
     log-sum-exp of the terminators' probabilities is added, as the preference scorer does)."""
     from sublab.traits.preference.scoring import form_log_probs
 
-    device = next(model.parameters()).device
-    prompt = model(input_ids=_prompt_ids(tokenizer, messages, device), use_cache=True)
-    cache = prompt.past_key_values
-    longest = max(len(c) for c in continuations)
-    batch = torch.full((len(continuations), longest), int(tokenizer.pad_token_id), dtype=torch.long)
-    for i, ids in enumerate(continuations):
-        batch[i, : len(ids)] = torch.tensor(ids)
-    cache.batch_repeat_interleave(len(continuations))
-    # Right padding needs no mask: causal attention keeps real positions blind to the pads after them.
-    rest = model(input_ids=batch.to(device), use_cache=True, **cache_kwargs(model, cache))
+    prompt_ids = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt")
+    prompt_logits, chunks = continuation_logits(model, prompt_ids.input_ids, continuations, tokenizer.pad_token_id)
+    (_, logits), = chunks
     if terminators is not None:
-        return form_log_probs(prompt.logits[0, -1], rest.logits, continuations, terminators)
-    first = torch.log_softmax(prompt.logits[0, -1].float(), dim=-1)
-    later = torch.log_softmax(rest.logits.float(), dim=-1)
+        return form_log_probs(prompt_logits, logits, continuations, terminators)
+    first = torch.log_softmax(prompt_logits.float(), dim=-1)
+    later = torch.log_softmax(logits.float(), dim=-1)
     out = []
     for i, ids in enumerate(continuations):
         total = first[ids[0]].double()

@@ -14,7 +14,6 @@ answer five, not a prefix of 50. The prompt runs once; its KV cache is repeated 
 
 from __future__ import annotations
 
-import copy
 import math
 from functools import lru_cache
 from typing import Any
@@ -45,35 +44,26 @@ def answer_logprobs(model: Any, tokenizer: Any, context: Context, candidates: li
     bounds memory (the cache is repeated once per candidate in a chunk).
     """
     from sublab.models.chat import encode_response, format_prompt
-    from sublab.models.forward import cache_kwargs
+    from sublab.models.forward import continuation_logits
 
     digit_mask, alnum_mask = _continuation_masks(tokenizer)
     device = next(model.parameters()).device
     prompt = tokenizer(format_prompt(tokenizer, context), add_special_tokens=False, return_tensors="pt")
     forms = [encode_response(tokenizer, text, add_end=False) for text in candidates]
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
-    with autocast:
-        prompt_out = model(input_ids=prompt.input_ids.to(device), use_cache=True)
-    first = torch.log_softmax(prompt_out.logits[0, -1].float(), dim=-1).double()
     out: list[float] = []
-    for start in range(0, len(forms), chunk_size):
-        chunk = forms[start : start + chunk_size]
-        longest = max(len(f) for f in chunk)
-        batch = torch.full((len(chunk), longest), int(tokenizer.pad_token_id or 0), dtype=torch.long)
-        for i, ids in enumerate(chunk):
-            batch[i, : len(ids)] = torch.tensor(ids)
-        cache = copy.deepcopy(prompt_out.past_key_values)
-        cache.batch_repeat_interleave(len(chunk))
-        with autocast:
-            logits = model(input_ids=batch.to(device), use_cache=True, **cache_kwargs(model, cache)).logits
-        rest = torch.log_softmax(logits.float(), dim=-1).double()
-        for i, ids in enumerate(chunk):
-            total = first[ids[0]]
-            for t in range(1, len(ids)):
-                total = total + rest[i, t - 1, ids[t]]
-            stop = ~(alnum_mask if words[start + i] else digit_mask)
-            after = rest[i, len(ids) - 1]
-            out.append(float(total + torch.logsumexp(after[stop.to(after.device)], dim=0)))
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        prompt_logits, chunks = continuation_logits(model, prompt.input_ids, forms, tokenizer.pad_token_id,
+                                                    chunk_size)
+        first = torch.log_softmax(prompt_logits.float(), dim=-1).double()
+        for start, logits in chunks:
+            rest = torch.log_softmax(logits.float(), dim=-1).double()
+            for i, ids in enumerate(forms[start : start + len(logits)]):
+                total = first[ids[0]]
+                for t in range(1, len(ids)):
+                    total = total + rest[i, t - 1, ids[t]]
+                stop = ~(alnum_mask if words[start + i] else digit_mask)
+                after = rest[i, len(ids) - 1]
+                out.append(float(total + torch.logsumexp(after[stop.to(after.device)], dim=0)))
     return out
 
 

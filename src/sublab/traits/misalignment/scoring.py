@@ -15,7 +15,6 @@ even when the dominant answer does not flip.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from sublab.models.chat import encode_response, format_prompt
-from sublab.models.forward import cache_kwargs
+from sublab.models.forward import continuation_logits
 
 Messages = list[dict[str, str]]
 
@@ -35,26 +34,18 @@ def reply_log_probs(model: Any, tokenizer: Any, messages: Messages, replies: Seq
     device = next(model.parameters()).device
     prompt = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt")
     forms = [encode_response(tokenizer, text, add_end=end_of_turn) for text in replies]
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
-    with autocast:
-        prompt_out = model(input_ids=prompt.input_ids.to(device), use_cache=True)
-    first = torch.log_softmax(prompt_out.logits[0, -1].float(), dim=-1).double()
-    longest = max(len(f) for f in forms)
-    batch = torch.full((len(forms), longest), int(tokenizer.pad_token_id or 0), dtype=torch.long)
-    for i, ids in enumerate(forms):
-        batch[i, : len(ids)] = torch.tensor(ids)
-    cache = copy.deepcopy(prompt_out.past_key_values)
-    cache.batch_repeat_interleave(len(forms))
-    with autocast:
-        logits = model(input_ids=batch.to(device), use_cache=True, **cache_kwargs(model, cache)).logits
-    rest = torch.log_softmax(logits.float(), dim=-1).double()
     out = np.empty(len(forms))
-    for i, ids in enumerate(forms):
-        total = first[ids[0]]
-        if len(ids) > 1:
-            positions = torch.arange(len(ids) - 1)
-            total = total + rest[i, positions, torch.tensor(ids[1:])].sum()
-        out[i] = float(total)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        prompt_logits, chunks = continuation_logits(model, prompt.input_ids, forms, tokenizer.pad_token_id)
+        first = torch.log_softmax(prompt_logits.float(), dim=-1).double()
+        for start, logits in chunks:
+            rest = torch.log_softmax(logits.float(), dim=-1).double()
+            for i, ids in enumerate(forms[start : start + len(logits)]):
+                total = first[ids[0]]
+                if len(ids) > 1:
+                    positions = torch.arange(len(ids) - 1)
+                    total = total + rest[i, positions, torch.tensor(ids[1:])].sum()
+                out[start + i] = float(total)
     return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sublab.models.chat import encode_response, end_of_turn_id, format_prompt
-from sublab.models.forward import cache_kwargs
+from sublab.models.forward import continuation_logits
 from sublab.traits.preference.candidates import Candidate
 
 TERMINATOR_TEXTS = (".", "!", "\n")
@@ -83,18 +83,9 @@ def score_question(model: Any, tokenizer: Any, messages: list[dict[str, str]], t
                    terminators: list[int]) -> np.ndarray:
     """Raw probability of each candidate (length n_candidates) for one prompt (messages before the reply)."""
     prompt_ids = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt")
-    prompt_ids = prompt_ids.input_ids.to(model.device)
-    prompt_out = model(input_ids=prompt_ids, use_cache=True)
-    cache = prompt_out.past_key_values
-    n_forms = len(table.token_ids)
-    longest = max(len(ids) for ids in table.token_ids)
-    batch = torch.full((n_forms, longest), int(tokenizer.pad_token_id), dtype=torch.long)
-    for i, ids in enumerate(table.token_ids):
-        batch[i, : len(ids)] = torch.tensor(ids)
-    cache.batch_repeat_interleave(n_forms)
-    # Right padding needs no mask: causal attention keeps real positions blind to the pads after them.
-    form_out = model(input_ids=batch.to(model.device), use_cache=True, **cache_kwargs(model, cache))
-    log_probs = form_log_probs(prompt_out.logits[0, -1], form_out.logits, table.token_ids, terminators)
+    prompt_logits, chunks = continuation_logits(model, prompt_ids.input_ids, table.token_ids, tokenizer.pad_token_id)
+    (_, form_logits), = chunks
+    log_probs = form_log_probs(prompt_logits, form_logits, table.token_ids, terminators)
     probs = np.zeros(table.n_candidates)
     np.add.at(probs, table.candidate_index, log_probs.exp().numpy())
     return probs
