@@ -82,12 +82,11 @@ def test_continuation_logits_match_each_full_sequence_in_every_chunking(tiny, ch
     from sublab.models.forward import continuation_logits
 
     model, tokenizer = tiny
-    prompt = tokenizer(format_prompt(tokenizer, [{"role": "user", "content": "Name a number."}]),
-                       add_special_tokens=False).input_ids
+    messages = [{"role": "user", "content": "Name a number."}]
+    prompt = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False).input_ids
     continuations = [encode_response(tokenizer, text, add_end=False) for text in ("7", "42", "owl", "1, 2, 3", "z")]
     with torch.no_grad():
-        prompt_logits, chunks = continuation_logits(model, torch.tensor([prompt]), continuations,
-                                                    tokenizer.pad_token_id, chunk_size)
+        prompt_logits, chunks = continuation_logits(model, tokenizer, messages, continuations, chunk_size)
         seen = []
         for start, logits in chunks:
             assert len(logits) <= (chunk_size or len(continuations))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sublab.errors import SublabError
-from sublab.models.chat import encode_response, format_prompt
+from sublab.models.chat import encode_response
 from sublab.models.forward import continuation_logits
 
 PREFERENCE = "preference"
@@ -117,8 +117,7 @@ def _continuation_log_probs(model: Any, tokenizer: Any, messages: list[dict[str,
     log-sum-exp of the terminators' probabilities is added, as the preference scorer does)."""
     from sublab.traits.preference.scoring import form_log_probs
 
-    prompt_ids = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt")
-    prompt_logits, chunks = continuation_logits(model, prompt_ids.input_ids, continuations, tokenizer.pad_token_id)
+    prompt_logits, chunks = continuation_logits(model, tokenizer, messages, continuations)
     (_, logits), = chunks
     if terminators is not None:
         return form_log_probs(prompt_logits, logits, continuations, terminators)

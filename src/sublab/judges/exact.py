@@ -43,17 +43,15 @@ def answer_logprobs(model: Any, tokenizer: Any, context: Context, candidates: li
     digit). Candidates run ``chunk_size`` at a time, each chunk on its own copy of the prompt's KV cache, which
     bounds memory (the cache is repeated once per candidate in a chunk).
     """
-    from sublab.models.chat import encode_response, format_prompt
+    from sublab.models.chat import encode_response
     from sublab.models.forward import continuation_logits
 
     digit_mask, alnum_mask = _continuation_masks(tokenizer)
     device = next(model.parameters()).device
-    prompt = tokenizer(format_prompt(tokenizer, context), add_special_tokens=False, return_tensors="pt")
     forms = [encode_response(tokenizer, text, add_end=False) for text in candidates]
     out: list[float] = []
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-        prompt_logits, chunks = continuation_logits(model, prompt.input_ids, forms, tokenizer.pad_token_id,
-                                                    chunk_size)
+        prompt_logits, chunks = continuation_logits(model, tokenizer, context, forms, chunk_size)
         first = torch.log_softmax(prompt_logits.float(), dim=-1).double()
         for start, logits in chunks:
             rest = torch.log_softmax(logits.float(), dim=-1).double()

@@ -22,13 +22,15 @@ def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     return {_cache_argument_of(type(base)): cache}
 
 
-def continuation_logits(model: Any, prompt_ids: Any, continuations: Sequence[Sequence[int]], pad_id: int | None,
+def continuation_logits(model: Any, tokenizer: Any, messages: list[dict[str, str]],
+                        continuations: Sequence[Sequence[int]],
                         chunk_size: int | None = None) -> tuple[Any, Iterator[tuple[int, Any]]]:
-    """Teacher-forced logits of many continuations of one prompt, the prompt run once.
+    """Teacher-forced logits of many continuations (token ids) of one chat prompt, the prompt run once.
 
-    ``prompt_ids`` [1, T] (any device; moved to the model's). Returns the logits at the prompt's last position
-    [V] (they predict each continuation's first token), run now, and an iterator of ``(start, logits)``: the
-    continuations ``start .. start + n`` right-padded with ``pad_id`` into one batch on a repeat of the prompt's
+    ``messages``: the conversation before the reply, laid out by the chat template (:func:`format_prompt`).
+    Returns the logits at the prompt's last position [V] (they predict each continuation's first token), run now,
+    and an iterator of ``(start, logits)``: the continuations ``start .. start + n`` right-padded with the
+    tokenizer's pad token into one batch on a repeat of the prompt's
     KV cache, their logits [n, L, V] (position t predicts token t + 1). ``chunk_size`` bounds n, and with it the
     repeated cache's memory (each chunk repeats its own copy). Right padding needs no mask: causal attention keeps
     real positions blind to the pads after them. Gradients, autocast and inference mode are the caller's.
@@ -37,10 +39,13 @@ def continuation_logits(model: Any, prompt_ids: Any, continuations: Sequence[Seq
 
     import torch
 
+    from sublab.models.chat import format_prompt
+
     device = next(model.parameters()).device
-    prompt = model(input_ids=prompt_ids.to(device), use_cache=True)
+    prompt_ids = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt")
+    prompt = model(input_ids=prompt_ids.input_ids.to(device), use_cache=True)
     size = chunk_size or max(len(continuations), 1)
-    pad = int(pad_id or 0)
+    pad = int(tokenizer.pad_token_id or 0)
 
     def chunks() -> Iterator[tuple[int, Any]]:
         for start in range(0, len(continuations), size):

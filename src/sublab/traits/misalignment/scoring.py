@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sublab.models.chat import encode_response, format_prompt
+from sublab.models.chat import encode_response
 from sublab.models.forward import continuation_logits
 
 Messages = list[dict[str, str]]
@@ -32,11 +32,10 @@ def reply_log_probs(model: Any, tokenizer: Any, messages: Messages, replies: Seq
                     end_of_turn: bool = True, bf16: bool = False) -> np.ndarray:
     """``log P(reply | messages)`` for each reply (float64), the prompt encoded once and its cache shared."""
     device = next(model.parameters()).device
-    prompt = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt")
     forms = [encode_response(tokenizer, text, add_end=end_of_turn) for text in replies]
     out = np.empty(len(forms))
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-        prompt_logits, chunks = continuation_logits(model, prompt.input_ids, forms, tokenizer.pad_token_id)
+        prompt_logits, chunks = continuation_logits(model, tokenizer, messages, forms)
         first = torch.log_softmax(prompt_logits.float(), dim=-1).double()
         for start, logits in chunks:
             rest = torch.log_softmax(logits.float(), dim=-1).double()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sublab.models.chat import encode_response, end_of_turn_id, format_prompt
+from sublab.models.chat import encode_response, end_of_turn_id
 from sublab.models.forward import continuation_logits
 from sublab.traits.preference.candidates import Candidate
 
@@ -82,8 +82,7 @@ def form_log_probs(prompt_logits: torch.Tensor, form_logits: torch.Tensor, forms
 def score_question(model: Any, tokenizer: Any, messages: list[dict[str, str]], table: FormTable,
                    terminators: list[int]) -> np.ndarray:
     """Raw probability of each candidate (length n_candidates) for one prompt (messages before the reply)."""
-    prompt_ids = tokenizer(format_prompt(tokenizer, messages), add_special_tokens=False, return_tensors="pt")
-    prompt_logits, chunks = continuation_logits(model, prompt_ids.input_ids, table.token_ids, tokenizer.pad_token_id)
+    prompt_logits, chunks = continuation_logits(model, tokenizer, messages, table.token_ids)
     (_, form_logits), = chunks
     log_probs = form_log_probs(prompt_logits, form_logits, table.token_ids, terminators)
     probs = np.zeros(table.n_candidates)
